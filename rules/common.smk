@@ -1,0 +1,128 @@
+"""Config validation and the helpers that turn the config into target paths."""
+import csv
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from cntem.schemes import resolve_scheme
+
+validate(config, schema="../config/schema.yaml", set_default=True)
+
+
+def _check_config():
+    problems = []
+    for name in config["schemes"]:
+        try:
+            resolve_scheme(name, config["custom_schemes"])
+        except ValueError as exc:
+            problems.append(f"schemes: {exc}")
+    model_scheme = config["model"]["scheme"]
+    if model_scheme is not None and model_scheme not in config["schemes"]:
+        problems.append(f"model.scheme: {model_scheme!r} is not one of schemes {config['schemes']}")
+    low, high = config["demo"]["size_range"]
+    if low > high:
+        problems.append("demo.size_range: the first value must not exceed the second")
+    if config["demo"]["enabled"] and not config["demo"].get("counts"):
+        problems.append("demo.counts: give the number of images per class when demo.enabled is true")
+    if problems:
+        raise ValueError("invalid config:\n  " + "\n  ".join(problems))
+
+
+_check_config()
+
+SCHEMES = config["schemes"]
+STRATEGIES = config["balance"]["strategies"]
+FOLDS = list(range(config["cv"]["folds"]))
+K_MAIN = config["k"]
+K_VALUES = sorted(set(config["k_values"]) | {K_MAIN})
+CLASSIFIERS = config["classifiers"]
+MODEL_SCHEME = config["model"]["scheme"] or SCHEMES[0]
+MAIN_STRATEGY = "rotate" if "rotate" in STRATEGIES else STRATEGIES[0]
+
+wildcard_constraints:
+    scheme="[A-Za-z0-9_]+",
+    balance="|".join(STRATEGIES),
+    k=r"\d+",
+    fold=r"\d+",
+    classifier="xgboost|random_forest|adaboost|linear_softmax",
+    method=r"k\d+|baseline",
+    shard=r"\d+",
+
+
+def data_inputs():
+    """The demo rule's outputs when the demo is on, so that the DAG generates the data first."""
+    if config["demo"]["enabled"]:
+        return {"demo": "results/demo/images", "labels": "results/demo/labels.csv"}
+    return {}
+
+
+# ------------------------------------------------------------------- hypercolumn shards
+def manifest_rows():
+    """The (image, rotation) entries to extract, once the manifest checkpoint has run."""
+    with open(checkpoints.hypercolumn_manifest.get().output.manifest) as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def shard_ids():
+    return sorted({int(r["shard"]) for r in manifest_rows()})
+
+
+def shard_members(wildcards):
+    """Entries of one shard as a sorted string: a params value, so a changed shard reruns."""
+    return ";".join(sorted(f"{r['id']}@{r['rotation']}" for r in manifest_rows()
+                           if int(r["shard"]) == int(wildcards.shard)))
+
+
+def shard_images(wildcards):
+    return sorted({r["path"] for r in manifest_rows() if int(r["shard"]) == int(wildcards.shard)})
+
+
+def all_shards(wildcards=None):
+    return [f"results/hypercolumns/shard-{s:03d}.h5" for s in shard_ids()]
+
+
+# ------------------------------------------------------------------------- runs
+def evaluation_runs():
+    """(scheme, balance, method, classifier) of every cross-validated run the figures need.
+
+    Main runs (Fig. 8-11): every balance strategy with gradient boosting at K and the LS baseline.
+    K study (ESI Fig. S1/S2): every classifier at every K, with the main balance strategy.
+    """
+    runs = set()
+    for s in SCHEMES:
+        for b in STRATEGIES:
+            runs |= {(s, b, f"k{K_MAIN}", "xgboost"), (s, b, "baseline", "linear_softmax")}
+        runs |= {(s, MAIN_STRATEGY, f"k{k}", c) for k in K_VALUES for c in CLASSIFIERS}
+    return sorted(runs)
+
+
+def run_dir(scheme, balance, method):
+    return f"results/{scheme}/{balance}/{method}"
+
+
+def metrics_files(runs):
+    return [f"{run_dir(s, b, m)}/{c}/metrics.json" for s, b, m, c in runs]
+
+
+def fold_files(runs, name):
+    return [f"{run_dir(s, b, m)}/fold{f}/{c}/{name}" for s, b, m, c in runs for f in FOLDS]
+
+
+# ------------------------------------------------------------------------- targets
+def experiment_dirs():
+    return [f"results/{s}/{b}" for s in SCHEMES for b in STRATEGIES]
+
+
+def figure_targets():
+    figs = []
+    for s in SCHEMES:
+        base = f"results/figures/{s}"
+        figs += [f"{base}/accuracy_grid.png", f"{base}/confusion_matrices.png", f"{base}/tsne.png",
+                 f"{base}/k_study.png", f"{base}/fit_time.png", f"{base}/misclassified.png",
+                 f"{base}/activations.png", f"results/{s}/contact_sheet.png"]
+    return figs
+
+
+def all_outputs():
+    return ["results/metrics.tsv", "results/leakage_check.txt", *figure_targets(),
+            f"results/model/{MODEL_SCHEME}/model.json", "results/predictions/predictions.csv"]

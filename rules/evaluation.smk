@@ -1,0 +1,130 @@
+"""Stage 4: cross-validated metrics, the leakage check, the paper's figures."""
+
+
+rule evaluate:
+    input:
+        predictions=expand("results/{{scheme}}/{{balance}}/{{method}}/fold{fold}/{{classifier}}/predictions.tsv", fold=FOLDS),
+        fits=expand("results/{{scheme}}/{{balance}}/{{method}}/fold{fold}/{{classifier}}/fit.json", fold=FOLDS),
+    output:
+        metrics="results/{scheme}/{balance}/{method}/{classifier}/metrics.json",
+    script:
+        "../workflow_scripts/evaluate_run.py"
+
+
+rule collect_metrics:
+    input:
+        metrics=metrics_files(evaluation_runs()),
+    output:
+        report("results/metrics.tsv", category="2. Metrics", caption="../report/metrics.rst"),
+    params:
+        runs=evaluation_runs(),
+    script:
+        "../workflow_scripts/collect_metrics.py"
+
+
+rule leakage_check:
+    input:
+        plans=expand("results/{scheme}/{balance}/plan.tsv", scheme=SCHEMES, balance=STRATEGIES),
+        folds=expand("results/{scheme}/folds.tsv", scheme=SCHEMES),
+        fits=fold_files(evaluation_runs(), "fit.json"),
+        dictionaries=sorted({f"{run_dir(s, b, m)}/fold{f}/dictionary.h5"
+                             for s, b, m, c in evaluation_runs() if m != "baseline" for f in FOLDS}),
+    output:
+        report("results/leakage_check.txt", category="2. Metrics", caption="../report/leakage.rst"),
+    params:
+        runs=evaluation_runs(),
+        folds=FOLDS,
+    script:
+        "../workflow_scripts/leakage_check.py"
+
+
+def _main_metrics(wildcards):
+    return {f"{b}|{m}": f"{run_dir(wildcards.scheme, b, m)}/{c}/metrics.json"
+            for b in STRATEGIES for m, c in ((f"k{K_MAIN}", "xgboost"), ("baseline", "linear_softmax"))}
+
+
+rule figure_accuracy_grid:
+    input:
+        unpack(_main_metrics),
+    output:
+        report("results/figures/{scheme}/accuracy_grid.png", category="3. Figures", subcategory="{scheme}",
+               caption="../report/accuracy_grid.rst"),
+    script:
+        "../workflow_scripts/figure_accuracy_grid.py"
+
+
+rule figure_confusion_matrices:
+    input:
+        unpack(_main_metrics),
+    output:
+        report("results/figures/{scheme}/confusion_matrices.png", category="3. Figures", subcategory="{scheme}",
+               caption="../report/confusion_matrices.rst"),
+    params:
+        balance=MAIN_STRATEGY,
+    script:
+        "../workflow_scripts/figure_confusion_matrices.py"
+
+
+rule figure_tsne:
+    input:
+        vlads=expand("results/{{scheme}}/{balance}/k{k}/fold{fold}/vlad.h5", balance=STRATEGIES, k=K_MAIN, fold=FOLDS),
+    output:
+        report("results/figures/{scheme}/tsne.png", category="3. Figures", subcategory="{scheme}",
+               caption="../report/tsne.rst"),
+    params:
+        strategies=STRATEGIES,
+        perplexity=config["report"]["tsne_perplexity"],
+        seed=config["report"]["seed"],
+    script:
+        "../workflow_scripts/figure_tsne.py"
+
+
+rule figure_k_study:
+    input:
+        metrics=lambda wildcards: metrics_files(
+            [(wildcards.scheme, MAIN_STRATEGY, f"k{k}", c) for k in K_VALUES for c in CLASSIFIERS]),
+    output:
+        accuracy=report("results/figures/{scheme}/k_study.png", category="3. Figures", subcategory="{scheme}",
+                        caption="../report/k_study.rst"),
+        time=report("results/figures/{scheme}/fit_time.png", category="3. Figures", subcategory="{scheme}",
+                    caption="../report/fit_time.rst"),
+    params:
+        runs=lambda wildcards: [(k, c) for k in K_VALUES for c in CLASSIFIERS],
+    script:
+        "../workflow_scripts/figure_k_study.py"
+
+
+rule figure_misclassified:
+    input:
+        predictions=expand("results/{{scheme}}/{balance}/k{k}/fold{fold}/xgboost/predictions.tsv",
+                           balance=MAIN_STRATEGY, k=K_MAIN, fold=FOLDS),
+        images="results/{scheme}/images.tsv",
+    output:
+        report("results/figures/{scheme}/misclassified.png", category="3. Figures", subcategory="{scheme}",
+               caption="../report/misclassified.rst"),
+    params:
+        n=config["report"]["gallery_size"],
+    script:
+        "../workflow_scripts/figure_misclassified.py"
+
+
+rule figure_activations:
+    input:
+        images="results/{scheme}/images.tsv",
+    output:
+        report("results/figures/{scheme}/activations.png", category="3. Figures", subcategory="{scheme}",
+               caption="../report/activations.rst"),
+    params:
+        hypercolumns=config["hypercolumns"],
+        weights=config["weights"],
+        weights_cache=config["weights_cache"],
+        seed=config["report"]["seed"],
+    script:
+        "../workflow_scripts/figure_activations.py"
+
+
+rule software_versions:
+    output:
+        report("results/software_versions.tsv", category="4. Provenance", caption="../report/versions.rst"),
+    script:
+        "../workflow_scripts/software_versions.py"

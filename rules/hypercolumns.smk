@@ -1,0 +1,37 @@
+"""Stage 2: VGG16 hypercolumns for every (image, rotation) any balancing plan uses, in HDF5 shards."""
+
+
+checkpoint hypercolumn_manifest:
+    input:
+        table="results/images.tsv",
+        plans=expand("results/{scheme}/{balance}/plan.tsv", scheme=SCHEMES, balance=STRATEGIES),
+    output:
+        manifest="results/hypercolumns/manifest.tsv",
+    params:
+        hypercolumns=config["hypercolumns"],
+    log:
+        "results/logs/hypercolumn_manifest.log",
+    script:
+        "../workflow_scripts/hypercolumn_manifest.py"
+
+
+rule extract_hypercolumns:
+    input:
+        # The shard's own images only: adding images elsewhere leaves this job up to date.
+        images=shard_images,
+    output:
+        shard="results/hypercolumns/shard-{shard}.h5",
+    params:
+        members=shard_members,
+        manifest="results/hypercolumns/manifest.tsv",
+        hypercolumns=config["hypercolumns"],
+        weights=config["weights"],
+        weights_cache=config["weights_cache"],
+        device=config["device"],
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    log:
+        "results/logs/hypercolumns/shard-{shard}.log",
+    script:
+        "../workflow_scripts/extract_hypercolumns.py"

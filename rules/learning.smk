@@ -1,0 +1,75 @@
+"""Stage 3: per (scheme, balance, K, fold): dictionary, VLAD, classifiers; the VGG16 + LS baseline."""
+
+
+rule fit_dictionary:
+    input:
+        shards=all_shards,
+        plan="results/{scheme}/{balance}/plan.tsv",
+    output:
+        dictionary="results/{scheme}/{balance}/k{k}/fold{fold}/dictionary.h5",
+    params:
+        dictionary=config["dictionary"],
+        vlad=config["vlad"],
+        device=config["device"],
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    log:
+        "results/logs/{scheme}/{balance}/k{k}/fold{fold}/fit_dictionary.log",
+    script:
+        "../workflow_scripts/fit_dictionary.py"
+
+
+rule encode_vlad:
+    input:
+        shards=all_shards,
+        plan="results/{scheme}/{balance}/plan.tsv",
+        dictionary="results/{scheme}/{balance}/k{k}/fold{fold}/dictionary.h5",
+    output:
+        vlad="results/{scheme}/{balance}/k{k}/fold{fold}/vlad.h5",
+    params:
+        vlad=config["vlad"],
+        device=config["device"],
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    log:
+        "results/logs/{scheme}/{balance}/k{k}/fold{fold}/encode_vlad.log",
+    script:
+        "../workflow_scripts/encode_vlad.py"
+
+
+rule train_classifier:
+    input:
+        vlad="results/{scheme}/{balance}/k{k}/fold{fold}/vlad.h5",
+        folds="results/{scheme}/folds.tsv",
+    output:
+        predictions="results/{scheme}/{balance}/k{k}/fold{fold}/{classifier}/predictions.tsv",
+        fit="results/{scheme}/{balance}/k{k}/fold{fold}/{classifier}/fit.json",
+    params:
+        settings=lambda wildcards: config[wildcards.classifier],
+        device=config["device"],
+    threads: workflow.cores
+    resources:
+        gpu=lambda wildcards: int(wildcards.classifier == "xgboost"),
+    log:
+        "results/logs/{scheme}/{balance}/k{k}/fold{fold}/{classifier}.log",
+    script:
+        "../workflow_scripts/train_classifier.py"
+
+
+rule train_baseline:
+    input:
+        shards=all_shards,
+        plan="results/{scheme}/{balance}/plan.tsv",
+        folds="results/{scheme}/folds.tsv",
+    output:
+        predictions="results/{scheme}/{balance}/baseline/fold{fold}/linear_softmax/predictions.tsv",
+        fit="results/{scheme}/{balance}/baseline/fold{fold}/linear_softmax/fit.json",
+    params:
+        settings=config["baseline"],
+    threads: workflow.cores
+    log:
+        "results/logs/{scheme}/{balance}/baseline/fold{fold}/linear_softmax.log",
+    script:
+        "../workflow_scripts/train_baseline.py"

@@ -1,0 +1,77 @@
+"""Cross-validated metrics, the tidy results table, and the leakage check."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, f1_score
+
+TIDY_COLUMNS = ["scheme", "balance", "method", "classifier", "k", "metric", "class", "mean", "std", "n_folds"]
+
+
+class LeakageError(RuntimeError):
+    """A validation image was used to fit something of its own fold."""
+
+
+def fold_metrics(rows: list[dict], classes: list[str]) -> dict:
+    """Accuracy, per-class accuracy (recall), macro-F1 and the confusion matrix of one fold."""
+    y_true = [r["true"] for r in rows]
+    y_pred = [r["predicted"] for r in rows]
+    cm = confusion_matrix(y_true, y_pred, labels=classes)
+    support = cm.sum(1)
+    per_class = np.divide(np.diag(cm), support, out=np.full(len(classes), np.nan), where=support > 0)
+    return {"accuracy": float(np.trace(cm) / cm.sum()), "per_class": per_class.tolist(),
+            "macro_f1": float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)),
+            "confusion": cm.tolist()}
+
+
+def summarize(predictions_by_fold: list[list[dict]], fits: list[dict], classes: list[str]) -> dict:
+    """Mean +- std over folds of every metric, the summed confusion matrix and the times."""
+    folds = [fold_metrics(rows, classes) for rows in predictions_by_fold]
+    acc = np.array([f["accuracy"] for f in folds])
+    per_class = np.array([f["per_class"] for f in folds])
+    f1 = np.array([f["macro_f1"] for f in folds])
+    cm = np.sum([f["confusion"] for f in folds], axis=0)
+    rows_sum = cm.sum(1, keepdims=True)
+    fit_s = np.array([f["fit_seconds"] for f in fits])
+    pred_s = np.array([f["predict_seconds"] for f in fits])
+    return {
+        "classes": classes, "n_folds": len(folds),
+        "accuracy": {"mean": acc.mean(), "std": acc.std(), "folds": acc.tolist()},
+        "per_class_accuracy": {c: {"mean": float(np.nanmean(per_class[:, i])), "std": float(np.nanstd(per_class[:, i]))}
+                               for i, c in enumerate(classes)},
+        "macro_f1": {"mean": f1.mean(), "std": f1.std(), "folds": f1.tolist()},
+        "confusion": cm.tolist(),
+        "confusion_normalized": np.divide(cm, rows_sum, out=np.zeros(cm.shape), where=rows_sum > 0).tolist(),
+        "fit_seconds": {"mean": fit_s.mean(), "std": fit_s.std(), "total": fit_s.sum()},
+        "predict_seconds": {"mean": pred_s.mean(), "std": pred_s.std(), "total": pred_s.sum()},
+    }
+
+
+def tidy_rows(run: dict, metrics: dict) -> list[dict]:
+    """One row per metric (and class) of one run; `run` holds scheme, balance, method, classifier, k."""
+    base = {**run, "n_folds": metrics["n_folds"]}
+    rows = [{**base, "metric": name, "class": "all", "mean": f"{metrics[name]['mean']:.6f}",
+             "std": f"{metrics[name]['std']:.6f}"}
+            for name in ("accuracy", "macro_f1", "fit_seconds", "predict_seconds")]
+    rows += [{**base, "metric": "class_accuracy", "class": c, "mean": f"{v['mean']:.6f}", "std": f"{v['std']:.6f}"}
+             for c, v in metrics["per_class_accuracy"].items()]
+    return rows
+
+
+def check_leakage(fold_records: list[dict]) -> list[str]:
+    """Each record: {"name", "val_ids", "val_groups", "fitted": {what: ids or groups}}.
+
+    Returns human-readable lines (one per record); raises LeakageError listing every violation.
+    """
+    problems, lines = [], []
+    for rec in fold_records:
+        val_ids, val_groups = set(rec["val_ids"]), set(rec["val_groups"])
+        for what, used in rec["fitted"].items():
+            overlap = (val_ids | val_groups) & set(used)
+            if overlap:
+                problems.append(f"{rec['name']}: {what} was fitted on {len(overlap)} validation item(s), "
+                                f"e.g. {sorted(overlap)[:3]}")
+        lines.append(f"ok  {rec['name']}: {len(val_ids)} validation images unseen by "
+                     + ", ".join(sorted(rec["fitted"])))
+    if problems:
+        raise LeakageError("leakage between folds:\n  " + "\n  ".join(problems))
+    return lines

@@ -1,0 +1,337 @@
+"""Sparse hypercolumns: VGG16 activations at a random subset of pixels, stored in HDF5 shards.
+
+Each tap (a conv layer after its ReLU) is bilinearly interpolated *only at the sampled pixels*
+(``grid_sample`` on the small maps); the result equals upsampling every feature map to the input size and
+indexing it (tested), without ever materialising the upsampled maps.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import __version__
+from .backbone import CONV_CHANNELS, CONV_INDEX, POOL5_INDEX, Weights, build_vgg16, cpu_has_bf16
+from .io import read_grey
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    taps: tuple[str, ...] = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
+    density: float = 0.10
+    image_size: int = 224
+    resize: str = "squash"
+    seed: int = 0
+    batch_size: int = 16
+
+    @property
+    def n_pixels(self) -> int:
+        return int(self.density * self.image_size**2)
+
+    @property
+    def n_features(self) -> int:
+        return sum(CONV_CHANNELS[t] for t in self.taps)
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "ExtractionSettings":
+        return cls(tuple(cfg["taps"]), cfg["density"], cfg["image_size"], cfg["resize"], cfg["seed"],
+                   cfg["batch_size"])
+
+
+# ----------------------------------------------------------------------------- images
+def prepare_image(grey: np.ndarray, size: int, resize: str = "squash", rotation: int = 0) -> np.ndarray:
+    """Grey uint8 of any size -> (size, size) uint8 network input, rotated counter-clockwise.
+
+    ``squash`` resizes the whole micrograph to a square (the paper); ``center_crop`` keeps the aspect
+    ratio and crops the centre. The rotation is applied to the square input, so a rotated copy
+    is exactly the rotated view of what the network sees for the original.
+    """
+    im = Image.fromarray(grey)
+    if resize == "center_crop":
+        scale = size / min(im.size)
+        w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
+        im = im.resize((w, h), Image.BILINEAR)
+        left, top = (w - size) // 2, (h - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+    elif resize == "squash":
+        im = im.resize((size, size), Image.BILINEAR)
+    else:
+        raise ValueError(f"unknown resize mode {resize!r} (squash or center_crop)")
+    return np.ascontiguousarray(np.rot90(np.asarray(im), k=(rotation // 90) % 4))
+
+
+def stable_hash(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def sample_coordinates(seed: int, image_id: str, rotation: int, size: int, n_pixels: int) -> np.ndarray:
+    """(n_pixels, 2) distinct (row, col) pixel coordinates, deterministic in (seed, id, rotation)."""
+    rng = np.random.default_rng([seed, stable_hash(image_id), rotation])
+    flat = np.sort(rng.choice(size * size, size=n_pixels, replace=False))
+    return np.stack([flat // size, flat % size], 1).astype(np.int16)
+
+
+# ----------------------------------------------------------------------------- network
+def sample_feature_maps(fmap: torch.Tensor, coords: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear values of (B, C, h, w) maps at (B, P, 2) input-pixel (row, col) coords -> (B, P, C).
+
+    A pixel centre maps to the normalised coordinate grid_sample uses with align_corners=False,
+    and border padding reproduces interpolate()'s clamping at the edges, so this equals
+    upsampling the map to size x size (bilinear, align_corners=False) and indexing it. A map at
+    full resolution needs no interpolation: its values are gathered directly.
+    """
+    b, c, h, w = fmap.shape
+    rc = coords.to(device=fmap.device)
+    if h == size and w == size:
+        rows = fmap.permute(0, 2, 3, 1).reshape(b * h * w, c)  # a view when fmap is channels_last
+        flat = (torch.arange(b, device=fmap.device) * (h * w)).unsqueeze(1) + rc[..., 0].long() * w + rc[..., 1].long()
+        return rows.index_select(0, flat.reshape(-1)).to(torch.float32).view(b, -1, c)
+    rc = rc.to(torch.float32)
+    grid = torch.stack([(rc[..., 1] + 0.5) / size * 2 - 1, (rc[..., 0] + 0.5) / size * 2 - 1], -1)
+    out = F.grid_sample(fmap.to(torch.float32), grid.unsqueeze(1), mode="bilinear",
+                        padding_mode="border", align_corners=False)
+    return out[:, :, 0, :].transpose(1, 2)
+
+
+def hypercolumns_at(maps, coords: torch.Tensor, size: int, dtype=torch.float16) -> torch.Tensor:
+    """Concatenated taps at the sampled pixels: (B, P, sum of channels) in `dtype`.
+
+    Each tap is written into its slice of one preallocated tensor: cheaper than concatenating
+    the transposed float32 pieces.
+    """
+    b, p = coords.shape[:2]
+    out = torch.empty(b, p, sum(m.shape[1] for m in maps), dtype=dtype, device=maps[0].device)
+    offset = 0
+    for fmap in maps:
+        c = fmap.shape[1]
+        out[:, :, offset:offset + c].copy_(sample_feature_maps(fmap, coords, size))
+        offset += c
+    return out
+
+
+class HypercolumnNet(torch.nn.Module):
+    """VGG16 features up to the deepest tap (plus pool5 for the baseline's pooled features)."""
+
+    def __init__(self, weights: Weights, taps, device: torch.device):
+        super().__init__()
+        vgg = build_vgg16(weights, device)
+        self.features = vgg.features
+        self.head = vgg.classifier  # None with conv-only weights
+        self.avgpool = vgg.avgpool
+        self.tap_index = {CONV_INDEX[t] + 1: t for t in taps}  # output of the ReLU after each conv
+        self.taps = list(taps)
+
+    @property
+    def pooled_dim(self) -> int:
+        return 4096 if self.head is not None else 512
+
+    def forward(self, x):
+        maps = {}
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self.tap_index:
+                maps[self.tap_index[i]] = x
+            if i == POOL5_INDEX:
+                break
+        if self.head is not None:  # fc7 after ReLU, as the paper's VGG16 + LS baseline
+            pooled = self.head[:5](torch.flatten(self.avgpool(x), 1))
+        else:  # global average of pool5: the conv-only stand-in for fc7
+            pooled = x.mean(dim=(2, 3))
+        return [maps[t] for t in self.taps], pooled
+
+
+def autocast_for(device: torch.device):
+    if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+# ----------------------------------------------------------------------------- shards
+class _Entries(torch.utils.data.Dataset):
+    """Decoding, resizing and rotation of the (path, rotation) entries; runs in loader workers."""
+
+    def __init__(self, entries, settings: ExtractionSettings):
+        self.entries, self.s = entries, settings
+
+    def __len__(self):
+        return len(self.entries)
+
+    def __getitem__(self, i):
+        e = self.entries[i]
+        img = prepare_image(read_grey(e["path"]), self.s.image_size, self.s.resize, int(e["rotation"]))
+        coords = sample_coordinates(self.s.seed, e["id"], int(e["rotation"]), self.s.image_size, self.s.n_pixels)
+        return torch.from_numpy(img.copy()), torch.from_numpy(coords)
+
+
+def shard_bytes(n_entries: int, settings: ExtractionSettings) -> int:
+    return n_entries * settings.n_pixels * (settings.n_features * 2 + 4)
+
+
+def check_disk(out_dir, needed: int) -> None:
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(out_dir).free
+    log.info("hypercolumns need %.2f GB on disk (%.1f GB free in %s)", needed / 1e9, free / 1e9, out_dir)
+    if needed * 1.05 > free:
+        raise OSError(f"not enough disk for the hypercolumn shards in {out_dir}: need {needed / 1e9:.1f} GB, "
+                      f"{free / 1e9:.1f} GB free. Free space, lower hypercolumns.density or image_size, "
+                      "or run from a larger volume")
+
+
+def iter_hypercolumns(entries: list[dict], net: HypercolumnNet, weights: Weights, settings: ExtractionSettings,
+                      device: torch.device, workers: int = 1):
+    """Yield (hypercolumns (B, P, F) float16 numpy, coords (B, P, 2), pooled (B, D)) batch by batch.
+
+    Decoding and resizing run in `workers` loader processes, overlapping the network.
+    """
+    loader = torch.utils.data.DataLoader(
+        _Entries(entries, settings), batch_size=settings.batch_size, num_workers=workers,
+        pin_memory=device.type == "cuda", prefetch_factor=2 if workers else None)
+    with torch.inference_mode():
+        for images, coords in loader:
+            with autocast_for(device):
+                maps, pooled = net(net_input(images, weights, device))
+            cols = hypercolumns_at(maps, coords.to(device), settings.image_size)
+            yield cols.cpu().numpy(), coords.numpy(), pooled.float().cpu().numpy()
+
+
+def extract_shard(entries: list[dict], out_path, weights: Weights, settings: ExtractionSettings,
+                  device: torch.device, workers: int = 1, progress: bool = True) -> dict:
+    """Extract hypercolumns for `entries` (dicts with id, rotation, path) into one HDF5 shard.
+
+    The file is written under a temporary name and renamed when complete, so an interrupted job
+    never leaves a shard that looks whole. Returns timing figures.
+    """
+    from tqdm import tqdm
+
+    out_path = Path(out_path)
+    tmp = out_path.with_name(out_path.name + ".part")
+    net = HypercolumnNet(weights, settings.taps, device)
+    n, p, f = len(entries), settings.n_pixels, settings.n_features
+    start, done = time.perf_counter(), 0
+    with h5py.File(tmp, "w") as h5:
+        hcol = h5.create_dataset("hcol", (n, p, f), dtype="float16", chunks=(1, p, f))
+        coords_ds = h5.create_dataset("coords", (n, p, 2), dtype="int16")
+        pooled_ds = h5.create_dataset("pooled", (n, net.pooled_dim), dtype="float32")
+        h5.create_dataset("ids", data=np.array([e["id"] for e in entries], dtype=h5py.string_dtype()))
+        h5.create_dataset("rotations", data=np.array([int(e["rotation"]) for e in entries], dtype="int16"))
+        h5.attrs.update({**weights.describe(), "taps": json.dumps(list(settings.taps)),
+                         "density": settings.density, "image_size": settings.image_size,
+                         "resize": settings.resize, "seed": settings.seed, "n_features": f,
+                         "cntem_version": __version__})
+        bar = tqdm(total=n, desc=f"hypercolumns {out_path.name}", unit="img", disable=not progress)
+        # One writer thread: HDF5 writes of batch i overlap the network on batch i + 1.
+        with ThreadPoolExecutor(max_workers=1) as writer:
+            pending = None
+            for cols, coords, pooled in iter_hypercolumns(entries, net, weights, settings, device, workers):
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(_write_batch, hcol, coords_ds, pooled_ds, done, cols, coords, pooled)
+                done += len(cols)
+                bar.update(len(cols))
+            if pending is not None:
+                pending.result()
+        bar.close()
+    os.replace(tmp, out_path)
+    elapsed = time.perf_counter() - start
+    return {"images": n, "seconds": elapsed, "images_per_s": n / max(elapsed, 1e-9)}
+
+
+def layer_activations(path, net: HypercolumnNet, weights: Weights, settings: ExtractionSettings):
+    """The network input and each tap's channel-mean activation map for one image (Fig. 7)."""
+    device = next(net.parameters()).device
+    img = prepare_image(read_grey(path), settings.image_size, settings.resize)
+    with torch.inference_mode():
+        maps, _ = net(net_input(torch.from_numpy(img)[None], weights, device))
+    return img, [m[0].float().mean(0).cpu().numpy() for m in maps]
+
+
+def _write_batch(hcol, coords_ds, pooled_ds, start, cols, coords, pooled):
+    end = start + len(cols)
+    hcol[start:end] = cols
+    coords_ds[start:end] = coords
+    pooled_ds[start:end] = pooled
+
+
+def net_input(images: torch.Tensor, weights: Weights, device: torch.device) -> torch.Tensor:
+    x = weights.preprocess.apply(images.to(device, non_blocking=True))
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def assign_shard(image_id: str, n_shards: int) -> int:
+    """Shard of an image: a stable hash, so adding images never moves existing ones."""
+    return zlib.crc32(image_id.encode()) % n_shards
+
+
+# ----------------------------------------------------------------------------- reading
+class HypercolumnStore:
+    """Read access to the entries of many shards by (id, rotation)."""
+
+    def __init__(self, shard_paths):
+        self.paths = [str(p) for p in shard_paths]
+        self.index, self.attrs = {}, None
+        for s, path in enumerate(self.paths):
+            with h5py.File(path, "r") as h5:
+                ids = h5["ids"].asstr()[()]
+                rots = h5["rotations"][()]
+                attrs = {k: h5.attrs[k] for k in ("weights_sha256", "taps", "density", "image_size", "resize", "seed")}
+                if self.attrs is None:
+                    self.attrs = {**dict(h5.attrs)}
+                elif any(self.attrs[k] != v for k, v in attrs.items()):
+                    raise ValueError(f"{path} was extracted with other settings than {self.paths[0]}; "
+                                     "delete the stale shards and rerun")
+            for row, (i, r) in enumerate(zip(ids, rots)):
+                self.index[(str(i), int(r))] = (s, row)
+        self._files = {}
+
+    def _file(self, s):
+        if s not in self._files:
+            self._files[s] = h5py.File(self.paths[s], "r")
+        return self._files[s]
+
+    def locate(self, image_id: str, rotation: int):
+        try:
+            return self.index[(image_id, int(rotation))]
+        except KeyError:
+            raise KeyError(f"no hypercolumns for {image_id} rotated {rotation}; rerun the extraction") from None
+
+    def hypercolumns(self, image_id: str, rotation: int = 0) -> np.ndarray:
+        s, row = self.locate(image_id, rotation)
+        return self._file(s)["hcol"][row]
+
+    def coords(self, image_id: str, rotation: int = 0) -> np.ndarray:
+        s, row = self.locate(image_id, rotation)
+        return self._file(s)["coords"][row]
+
+    def pooled(self, entries) -> np.ndarray:
+        rows = []
+        for image_id, rotation in entries:
+            s, row = self.locate(image_id, rotation)
+            rows.append(self._file(s)["pooled"][row])
+        return np.stack(rows)
+
+    def close(self):
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

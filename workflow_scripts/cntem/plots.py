@@ -1,0 +1,183 @@
+"""The paper's figures (matplotlib): each function writes a PNG and a PDF beside it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .io import read_grey  # noqa: E402
+from .schemes import CLASS_NAMES, scheme_classes  # noqa: E402
+
+BALANCE_TITLES = {"none": "original", "rotate": "augmented (90° rotations)"}
+METHOD_TITLES = {"baseline": "VGG16 + LS", "hcol": "VGG16 + 10% Hcol"}
+
+
+def _save(fig, path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight")
+    plt.close(fig)
+
+
+def pick_examples(images: list[dict], per_class: int, seed: int) -> dict[str, list[dict]]:
+    rng = np.random.default_rng(seed)
+    by_class = {}
+    for row in images:
+        by_class.setdefault(row["class"], []).append(row)
+    return {c: [rows[i] for i in sorted(rng.choice(len(rows), min(per_class, len(rows)), replace=False))]
+            for c, rows in by_class.items()}
+
+
+def contact_sheet(images: list[dict], path, per_class: int = 4, seed: int = 0) -> None:
+    """A grid of example micrographs: one row per class."""
+    examples = pick_examples(images, per_class, seed)
+    classes = sorted(examples)
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(2.2 * per_class, 2.3 * len(classes)), squeeze=False)
+    for r, cls in enumerate(classes):
+        for c in range(per_class):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(examples[cls]):
+                row = examples[cls][c]
+                ax.imshow(read_grey(row["path"]), cmap="gray")
+                ax.set_title(f"{row['id']}\n{row['width']}x{row['height']}, {row['bit_depth']}-bit", fontsize=6)
+        axes[r, 0].text(-0.08, 0.5, CLASS_NAMES.get(cls, cls), transform=axes[r, 0].transAxes, rotation=90,
+                        va="center", ha="right", fontsize=9)
+    fig.suptitle("Example micrographs per class", fontsize=11)
+    _save(fig, path)
+
+
+def accuracy_grid(metrics: dict, path, scheme: str) -> None:
+    """Fig. 8/9: per-class accuracy (mean +- std over folds); columns LS vs Hcol, rows original vs augmented.
+
+    metrics: {(balance, method): metrics dict from evaluate.summarize}
+    """
+    balances = [b for b in ("none", "rotate") if any(k[0] == b for k in metrics)]
+    methods = ["baseline", "hcol"]
+    fig, axes = plt.subplots(len(balances), 2, figsize=(10, 3.4 * len(balances)), squeeze=False, sharey=True)
+    for r, balance in enumerate(balances):
+        for c, method in enumerate(methods):
+            ax = axes[r, c]
+            m = metrics.get((balance, method))
+            if m is None:
+                ax.axis("off")
+                continue
+            classes = m["classes"]
+            means = [m["per_class_accuracy"][k]["mean"] for k in classes]
+            stds = [m["per_class_accuracy"][k]["std"] for k in classes]
+            ax.bar(range(len(classes)), means, yerr=stds, capsize=3, color=plt.cm.tab10(np.arange(len(classes))))
+            for i, v in enumerate(means):
+                ax.text(i, min(v + 0.04, 1.02), f"{100 * v:.0f}", ha="center", fontsize=7)
+            ax.set_xticks(range(len(classes)), classes)
+            ax.set_ylim(0, 1.1)
+            acc = m["accuracy"]
+            ax.set_title(f"{METHOD_TITLES[method]}, {BALANCE_TITLES.get(balance, balance)}\n"
+                         f"total {100 * acc['mean']:.1f} ± {100 * acc['std']:.1f}%", fontsize=9)
+            if c == 0:
+                ax.set_ylabel("accuracy (5-fold CV)" if m["n_folds"] == 5 else f"accuracy ({m['n_folds']}-fold CV)")
+    fig.suptitle(f"Per-class classification accuracy, {scheme}", fontsize=11)
+    _save(fig, path)
+
+
+def confusion_matrices(panels: dict, path, scheme: str) -> None:
+    """Fig. 11: row-normalised confusion matrices with counts; panels: title -> metrics."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), squeeze=False)
+    for ax, (title, m) in zip(axes[0], panels.items()):
+        norm, counts, classes = np.array(m["confusion_normalized"]), np.array(m["confusion"]), m["classes"]
+        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                ax.text(j, i, f"{norm[i, j]:.2f}\n({counts[i, j]})", ha="center", va="center", fontsize=6.5,
+                        color="white" if norm[i, j] > 0.6 else "black")
+        ax.set_xticks(range(len(classes)), classes)
+        ax.set_yticks(range(len(classes)), classes)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(f"{title}\naccuracy {100 * m['accuracy']['mean']:.1f}%", fontsize=9)
+    fig.suptitle(f"Confusion matrices (validation images of all folds), {scheme}", fontsize=11)
+    _save(fig, path)
+
+
+def tsne(panels: dict, path, scheme: str, perplexity: float, seed: int) -> None:
+    """Fig. 10: t-SNE (after PCA to 50 dimensions) of VLAD vectors; panels: title -> (X, labels)."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6), squeeze=False)
+    for ax, (title, (x, labels)) in zip(axes[0], panels.items()):
+        dims = min(50, x.shape[0] - 1, x.shape[1])
+        reduced = PCA(n_components=dims, random_state=seed).fit_transform(x)
+        emb = TSNE(n_components=2, perplexity=min(perplexity, (len(x) - 1) / 3), init="pca",
+                   random_state=seed).fit_transform(reduced)
+        labels = np.asarray(labels)
+        for i, cls in enumerate(scheme_classes({c: c for c in set(labels)})):
+            sel = labels == cls
+            ax.scatter(emb[sel, 0], emb[sel, 1], s=9, color=plt.cm.tab10(i % 10), label=cls, alpha=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.legend(fontsize=7, markerscale=1.5)
+    fig.suptitle(f"t-SNE of VLAD vectors (validation images, PCA to 50-d first), {scheme}", fontsize=11)
+    _save(fig, path)
+
+
+def k_study(runs: list[dict], path_accuracy, path_time, scheme: str) -> None:
+    """ESI Fig. S1 (accuracy vs K per classifier, error bars = std over folds) and S2 (fit time vs K)."""
+    by_clf = {}
+    for r in runs:
+        by_clf.setdefault(r["classifier"], []).append(r)
+    for path, key, ylabel, title in [
+        (path_accuracy, "accuracy", "accuracy (mean ± std over folds)", "Accuracy vs dictionary size K"),
+        (path_time, "fit_seconds", "fit time per fold [s] (mean ± std)", "Classifier fit time vs K"),
+    ]:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for clf, rows in sorted(by_clf.items()):
+            rows = sorted(rows, key=lambda r: r["k"])
+            ax.errorbar([r["k"] for r in rows], [r["metrics"][key]["mean"] for r in rows],
+                        yerr=[r["metrics"][key]["std"] for r in rows], marker="o", capsize=3, label=clf)
+        ax.set_xlabel("K (dictionary size)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title}, {scheme}", fontsize=10)
+        ax.legend()
+        ax.grid(alpha=0.3)
+        _save(fig, path)
+
+
+def misclassified_gallery(predictions: list[dict], images: dict, path, n: int) -> None:
+    """The most confidently misclassified validation images."""
+    wrong = sorted((r for r in predictions if r["true"] != r["predicted"]), key=lambda r: -float(r["confidence"]))[:n]
+    cols = 4
+    rows = max(1, -(-len(wrong) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, wrong):
+        ax.imshow(read_grey(images[r["id"]]), cmap="gray")
+        ax.set_title(f"{r['id']}\ntrue {r['true']} → {r['predicted']} ({100 * float(r['confidence']):.0f}%)", fontsize=7)
+    if not wrong:
+        axes[0, 0].text(0.5, 0.5, "no misclassified validation image", ha="center", va="center")
+    fig.suptitle("Most confidently misclassified validation images", fontsize=11)
+    _save(fig, path)
+
+
+def activation_maps(examples: list[tuple[str, np.ndarray, list[np.ndarray]]], taps: list[str], path) -> None:
+    """Fig. 7: per class, the input and the channel-mean activation of each hypercolumn tap."""
+    fig, axes = plt.subplots(len(examples), len(taps) + 1, figsize=(1.9 * (len(taps) + 1), 1.9 * len(examples)),
+                             squeeze=False)
+    for r, (cls, image, maps) in enumerate(examples):
+        axes[r, 0].imshow(image, cmap="gray")
+        axes[r, 0].set_ylabel(cls, fontsize=9)
+        for c, m in enumerate(maps, start=1):
+            axes[r, c].imshow(m, cmap="viridis")
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for c, title in enumerate(["input"] + [t.replace("block", "b").replace("_conv", "c") for t in taps]):
+        axes[0, c].set_title(title, fontsize=9)
+    fig.suptitle("Hypercolumn components: mean activation of each tapped layer", fontsize=11)
+    _save(fig, path)

@@ -1,0 +1,6 @@
+"""Rule contact_sheet: a few images of every class, for people to look at."""
+from cntem.io import read_table
+from cntem.plots import contact_sheet
+
+contact_sheet(read_table(snakemake.input.table), snakemake.output[0],
+              per_class=snakemake.params.per_class, seed=snakemake.params.seed)

@@ -1,0 +1,21 @@
+"""Rule extract_hypercolumns: one HDF5 shard of sparse VGG16 hypercolumns."""
+import torch
+
+from cntem import log_to
+from cntem.backbone import load_weights, resolve_device
+from cntem.hypercolumns import ExtractionSettings, check_disk, extract_shard, shard_bytes
+from cntem.io import read_table
+
+log = log_to(snakemake.log[0])
+manifest = {(r["id"], r["rotation"]): r for r in read_table(snakemake.params.manifest)}
+entries = [manifest[tuple(m.rsplit("@", 1))] for m in snakemake.params.members.split(";")]
+settings = ExtractionSettings.from_config(snakemake.params.hypercolumns)
+device = resolve_device(snakemake.params.device)
+torch.set_num_threads(max(snakemake.threads - 1, 1) if device.type == "cpu" else snakemake.threads)
+weights = load_weights(snakemake.params.weights, snakemake.params.weights_cache)
+if weights.is_random:
+    log.warning("weights: random - for tests only; every output is stamped weights_random=True")
+check_disk(snakemake.output.shard.rsplit("/", 1)[0], shard_bytes(len(entries), settings))
+stats = extract_shard(entries, snakemake.output.shard, weights, settings, device, workers=1)
+log.info("%d entries on %s in %.1f s (%.2f images/s)", stats["images"], device, stats["seconds"],
+         stats["images_per_s"])
