@@ -1,5 +1,6 @@
 """Config validation and the helpers that turn the config into target paths."""
 import csv
+import hashlib
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -38,6 +39,9 @@ K_VALUES = sorted(set(config["k_values"]) | {K_MAIN})
 CLASSIFIERS = config["classifiers"]
 MODEL_SCHEME = config["model"]["scheme"] or SCHEMES[0]
 MAIN_STRATEGY = "rotate" if "rotate" in STRATEGIES else STRATEGIES[0]
+# Per-fold learning jobs are many and small: two run side by side by default
+# (extraction takes every core). Override per rule with --set-threads RULE=N.
+LEARNING_THREADS = max(1, workflow.cores // 2)
 
 wildcard_constraints:
     scheme="[A-Za-z0-9_]+",
@@ -50,10 +54,27 @@ wildcard_constraints:
 
 
 def data_inputs():
-    """The demo rule's outputs when the demo is on, so that the DAG generates the data first."""
+    """The demo rule's outputs when the demo is on (so the DAG generates the data first), else
+    the labels CSV: an edited labels file re-runs ingestion."""
     if config["demo"]["enabled"]:
         return {"demo": "results/demo/images", "labels": "results/demo/labels.csv"}
-    return {}
+    return {"labels": config["data"]["labels_csv"]} if config["data"]["labels_csv"] else {}
+
+
+def data_fingerprint():
+    """Names, sizes and modification times of the files in data.dir, hashed.
+
+    A folder is no rule input, so this params value is what re-runs ingestion (and then only
+    the affected shards) when images are added, removed or replaced.
+    """
+    if config["demo"]["enabled"]:
+        return ""
+    root = Path(config["data"]["dir"])
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------- hypercolumn shards
@@ -124,5 +145,8 @@ def figure_targets():
 
 
 def all_outputs():
-    return ["results/metrics.tsv", "results/leakage_check.txt", *figure_targets(),
-            f"results/model/{MODEL_SCHEME}/model.json", "results/predictions/predictions.csv"]
+    outputs = ["results/metrics.tsv", "results/leakage_check.txt", "results/software_versions.tsv", "results/config.yaml",
+               *figure_targets(), f"results/model/{MODEL_SCHEME}/model.json"]
+    if config["predict"]["input"]:
+        outputs.append("results/predictions/predictions.csv")
+    return outputs

@@ -21,6 +21,7 @@ rule ingest:
         skipped="results/logs/skipped_images.txt",
     params:
         data=config["data"],
+        fingerprint=data_fingerprint(),
     log:
         "results/logs/ingest.log",
     script:

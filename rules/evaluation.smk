@@ -123,8 +123,11 @@ rule figure_activations:
         "../workflow_scripts/figure_activations.py"
 
 
-rule software_versions:
+rule provenance:
     output:
-        report("results/software_versions.tsv", category="4. Provenance", caption="../report/versions.rst"),
+        versions=report("results/software_versions.tsv", category="4. Provenance", caption="../report/versions.rst"),
+        config=report("results/config.yaml", category="4. Provenance", caption="../report/config.rst"),
+    params:
+        config=config,
     script:
-        "../workflow_scripts/software_versions.py"
+        "../workflow_scripts/provenance.py"

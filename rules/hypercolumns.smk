@@ -15,6 +15,12 @@ checkpoint hypercolumn_manifest:
         "../workflow_scripts/hypercolumn_manifest.py"
 
 
+rule hypercolumns:
+    """Target: every hypercolumn shard (e.g. `snakemake --cores all hypercolumns`)."""
+    input:
+        all_shards,
+
+
 rule extract_hypercolumns:
     input:
         # The shard's own images only: adding images elsewhere leaves this job up to date.

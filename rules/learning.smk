@@ -11,7 +11,7 @@ rule fit_dictionary:
         dictionary=config["dictionary"],
         vlad=config["vlad"],
         device=config["device"],
-    threads: workflow.cores
+    threads: LEARNING_THREADS
     resources:
         gpu=1,
     log:
@@ -30,7 +30,7 @@ rule encode_vlad:
     params:
         vlad=config["vlad"],
         device=config["device"],
-    threads: workflow.cores
+    threads: LEARNING_THREADS
     resources:
         gpu=1,
     log:
@@ -49,7 +49,7 @@ rule train_classifier:
     params:
         settings=lambda wildcards: config[wildcards.classifier],
         device=config["device"],
-    threads: workflow.cores
+    threads: LEARNING_THREADS
     resources:
         gpu=lambda wildcards: int(wildcards.classifier == "xgboost"),
     log:
@@ -68,7 +68,7 @@ rule train_baseline:
         fit="results/{scheme}/{balance}/baseline/fold{fold}/linear_softmax/fit.json",
     params:
         settings=config["baseline"],
-    threads: workflow.cores
+    threads: LEARNING_THREADS
     log:
         "results/logs/{scheme}/{balance}/baseline/fold{fold}/linear_softmax.log",
     script:

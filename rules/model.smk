@@ -12,7 +12,7 @@ rule train_model:
         classifier=config["model"]["classifier"],
         balance=MAIN_STRATEGY,
         config=config,
-    threads: workflow.cores
+    threads: LEARNING_THREADS
     resources:
         gpu=1,
     log:

@@ -7,7 +7,7 @@ from cntem import log_to
 from cntem.backbone import resolve_device
 from cntem.dictionary import Dictionary
 from cntem.folds import fold_entries
-from cntem.hypercolumns import HypercolumnStore
+from cntem.shards import HypercolumnStore
 from cntem.io import read_table
 from cntem.vlad import encode, save_vlad
 

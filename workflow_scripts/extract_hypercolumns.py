@@ -3,7 +3,8 @@ import torch
 
 from cntem import log_to
 from cntem.backbone import load_weights, resolve_device
-from cntem.hypercolumns import ExtractionSettings, check_disk, extract_shard, shard_bytes
+from cntem.hypercolumns import ExtractionSettings, extract_shard
+from cntem.shards import check_disk, shard_bytes
 from cntem.io import read_table
 
 log = log_to(snakemake.log[0])

@@ -2,19 +2,18 @@
 import faiss
 
 from cntem import log_to
-from cntem.backbone import resolve_device
 from cntem.dictionary import build_dictionary
 from cntem.folds import fold_entries
-from cntem.hypercolumns import HypercolumnStore
+from cntem.shards import HypercolumnStore
 from cntem.io import read_table
 
 log = log_to(snakemake.log[0])
 faiss.omp_set_num_threads(snakemake.threads)
 train = fold_entries(read_table(snakemake.input.plan), snakemake.wildcards.fold)["train"]
-device = str(resolve_device(snakemake.params.device))
 with HypercolumnStore(snakemake.input.shards) as store:
     dictionary = build_dictionary(store, [(r["id"], r["rotation"]) for r in train], int(snakemake.wildcards.k),
-                                  snakemake.params.dictionary, snakemake.params.vlad, device, progress=True)
+                                  snakemake.params.dictionary, snakemake.params.vlad, snakemake.params.device,
+                                  progress=True)
 dictionary.save(snakemake.output.dictionary)
 log.info("K=%d dictionary from %d vectors of %d training entries (faiss GPU: %s), objective %.4g",
          dictionary.k, dictionary.meta["n_vectors"], len(train), dictionary.meta["faiss_gpu"],

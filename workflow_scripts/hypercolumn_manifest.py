@@ -7,7 +7,8 @@ adding images re-extracts only the shards those images fall into.
 from pathlib import Path
 
 from cntem import log_to
-from cntem.hypercolumns import ExtractionSettings, assign_shard, check_disk, shard_bytes
+from cntem.hypercolumns import ExtractionSettings
+from cntem.shards import assign_shard, check_disk, shard_bytes
 from cntem.io import read_table, write_table
 
 log = log_to(snakemake.log[0])

@@ -4,7 +4,7 @@ import json
 from cntem import log_to
 from cntem.classify import PREDICTION_COLUMNS, fit, predict, prediction_rows
 from cntem.folds import fold_entries
-from cntem.hypercolumns import HypercolumnStore
+from cntem.shards import HypercolumnStore
 from cntem.io import read_table, write_table
 from cntem.schemes import scheme_classes
 

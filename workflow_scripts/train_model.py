@@ -10,7 +10,8 @@ from cntem.backbone import load_weights, resolve_device
 from cntem.classify import fit
 from cntem.dictionary import build_dictionary
 from cntem.folds import balanced_training_set
-from cntem.hypercolumns import ExtractionSettings, HypercolumnStore
+from cntem.hypercolumns import ExtractionSettings
+from cntem.shards import HypercolumnStore
 from cntem.io import read_table
 from cntem.predict import save_bundle
 from cntem.schemes import scheme_classes
@@ -32,7 +33,7 @@ with HypercolumnStore(snakemake.input.shards) as store:
     if len(available) < len(entries):
         log.warning("%d rotated copies were not extracted and are left out", len(entries) - len(available))
     pairs = [(i, rot) for i, rot, _ in available]
-    dictionary = build_dictionary(store, pairs, snakemake.params.k, cfg["dictionary"], cfg["vlad"], str(device),
+    dictionary = build_dictionary(store, pairs, snakemake.params.k, cfg["dictionary"], cfg["vlad"], cfg["device"],
                                   progress=True)
     x = encode(store, pairs, dictionary, device, cfg["vlad"]["power_norm"], progress=True)
 classes = scheme_classes({c: c for c in by_class})

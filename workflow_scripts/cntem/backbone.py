@@ -215,7 +215,8 @@ def load_weights(spec: str, cache_dir: str | os.PathLike = "~/.cache/cntem") -> 
         state, pre, name = full, TORCHVISION, spec
     elif spec == "random":
         torch.manual_seed(0)
-        state, pre, name = torchvision.models.vgg16(weights=None).state_dict(), CAFFE, spec
+        full = torchvision.models.vgg16(weights=None).state_dict()
+        state, pre, name = {k: v for k, v in full.items() if k.startswith("features.")}, CAFFE, spec
     else:
         path = Path(os.path.expanduser(spec))
         if not path.is_file():

@@ -85,20 +85,26 @@ def project(x: np.ndarray, mean: np.ndarray | None, rows: np.ndarray | None) -> 
 
 
 def fit_kmeans(x: np.ndarray, k: int, niter: int, seed: int, max_points_per_centroid: int,
-               use_gpu: bool) -> tuple[np.ndarray, float]:
-    """FAISS K-means (GPU index when `use_gpu`) -> (centroids (k, d), final objective)."""
+               use_gpu: bool, nredo: int = 1) -> tuple[np.ndarray, float]:
+    """FAISS K-means (GPU index when `use_gpu`) -> (centroids (k, d), final objective).
+
+    `nredo` > 1 keeps the best of that many seeded restarts (K-means has local minima).
+    """
     if len(x) < k:
         raise ValueError(f"K={k} exceeds the {len(x)} training vectors; lower K or raise dictionary.sample_size")
-    kmeans = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, gpu=use_gpu, verbose=False,
+    kmeans = faiss.Kmeans(x.shape[1], k, niter=niter, nredo=nredo, seed=seed, gpu=use_gpu, verbose=False,
                           max_points_per_centroid=max_points_per_centroid, spherical=False)
     kmeans.train(np.ascontiguousarray(x, dtype=np.float32))
     return kmeans.centroids.copy(), float(kmeans.obj[-1])
 
 
-def build_dictionary(store, train_entries, k: int, cfg: dict, vlad_cfg: dict, device: str = "cpu",
+def build_dictionary(store, train_entries, k: int, cfg: dict, vlad_cfg: dict, device: str = "auto",
                      progress: bool = False) -> Dictionary:
-    """Sample -> optional PCA -> K-means, all on the given training entries only."""
-    use_gpu = device.startswith("cuda") and faiss_gpu_count() > 0
+    """Sample -> optional PCA -> K-means, all on the given training entries only.
+
+    `device` auto or cuda[:N] uses FAISS's GPU K-means when this faiss build sees a GPU.
+    """
+    use_gpu = device != "cpu" and faiss_gpu_count() > 0
     if device.startswith("cuda") and not use_gpu:
         log.warning("CUDA requested but this faiss build has no GPU support: K-means runs on the CPU "
                     "(pip install faiss-gpu-cu12 for the GPU index)")
@@ -107,7 +113,8 @@ def build_dictionary(store, train_entries, k: int, cfg: dict, vlad_cfg: dict, de
     if vlad_cfg.get("pca_dim"):
         mean, rows = fit_pca(sample, vlad_cfg["pca_dim"], vlad_cfg.get("pca_whiten", False), cfg["seed"])
         sample = project(sample, mean, rows)
-    centroids, objective = fit_kmeans(sample, k, cfg["niter"], cfg["seed"], cfg["max_points_per_centroid"], use_gpu)
+    centroids, objective = fit_kmeans(sample, k, cfg["niter"], cfg["seed"], cfg["max_points_per_centroid"], use_gpu,
+                                      cfg.get("nredo", 1))
     meta = {"k": k, "objective": objective, "n_vectors": len(sample), "faiss_gpu": use_gpu,
             "fit_ids": sorted({i for i, _ in train_entries}), **{f"dictionary_{k_}": v for k_, v in cfg.items()},
             "pca_dim": vlad_cfg.get("pca_dim"), "pca_whiten": vlad_cfg.get("pca_whiten", False)}

@@ -10,9 +10,7 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -179,20 +177,6 @@ class _Entries(torch.utils.data.Dataset):
         return torch.from_numpy(img.copy()), torch.from_numpy(coords)
 
 
-def shard_bytes(n_entries: int, settings: ExtractionSettings) -> int:
-    return n_entries * settings.n_pixels * (settings.n_features * 2 + 4)
-
-
-def check_disk(out_dir, needed: int) -> None:
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(out_dir).free
-    log.info("hypercolumns need %.2f GB on disk (%.1f GB free in %s)", needed / 1e9, free / 1e9, out_dir)
-    if needed * 1.05 > free:
-        raise OSError(f"not enough disk for the hypercolumn shards in {out_dir}: need {needed / 1e9:.1f} GB, "
-                      f"{free / 1e9:.1f} GB free. Free space, lower hypercolumns.density or image_size, "
-                      "or run from a larger volume")
-
-
 def iter_hypercolumns(entries: list[dict], net: HypercolumnNet, weights: Weights, settings: ExtractionSettings,
                       device: torch.device, workers: int = 1):
     """Yield (hypercolumns (B, P, F) float16 numpy, coords (B, P, 2), pooled (B, D)) batch by batch.
@@ -271,67 +255,3 @@ def _write_batch(hcol, coords_ds, pooled_ds, start, cols, coords, pooled):
 def net_input(images: torch.Tensor, weights: Weights, device: torch.device) -> torch.Tensor:
     x = weights.preprocess.apply(images.to(device, non_blocking=True))
     return x.contiguous(memory_format=torch.channels_last)
-
-
-def assign_shard(image_id: str, n_shards: int) -> int:
-    """Shard of an image: a stable hash, so adding images never moves existing ones."""
-    return zlib.crc32(image_id.encode()) % n_shards
-
-
-# ----------------------------------------------------------------------------- reading
-class HypercolumnStore:
-    """Read access to the entries of many shards by (id, rotation)."""
-
-    def __init__(self, shard_paths):
-        self.paths = [str(p) for p in shard_paths]
-        self.index, self.attrs = {}, None
-        for s, path in enumerate(self.paths):
-            with h5py.File(path, "r") as h5:
-                ids = h5["ids"].asstr()[()]
-                rots = h5["rotations"][()]
-                attrs = {k: h5.attrs[k] for k in ("weights_sha256", "taps", "density", "image_size", "resize", "seed")}
-                if self.attrs is None:
-                    self.attrs = {**dict(h5.attrs)}
-                elif any(self.attrs[k] != v for k, v in attrs.items()):
-                    raise ValueError(f"{path} was extracted with other settings than {self.paths[0]}; "
-                                     "delete the stale shards and rerun")
-            for row, (i, r) in enumerate(zip(ids, rots)):
-                self.index[(str(i), int(r))] = (s, row)
-        self._files = {}
-
-    def _file(self, s):
-        if s not in self._files:
-            self._files[s] = h5py.File(self.paths[s], "r")
-        return self._files[s]
-
-    def locate(self, image_id: str, rotation: int):
-        try:
-            return self.index[(image_id, int(rotation))]
-        except KeyError:
-            raise KeyError(f"no hypercolumns for {image_id} rotated {rotation}; rerun the extraction") from None
-
-    def hypercolumns(self, image_id: str, rotation: int = 0) -> np.ndarray:
-        s, row = self.locate(image_id, rotation)
-        return self._file(s)["hcol"][row]
-
-    def coords(self, image_id: str, rotation: int = 0) -> np.ndarray:
-        s, row = self.locate(image_id, rotation)
-        return self._file(s)["coords"][row]
-
-    def pooled(self, entries) -> np.ndarray:
-        rows = []
-        for image_id, rotation in entries:
-            s, row = self.locate(image_id, rotation)
-            rows.append(self._file(s)["pooled"][row])
-        return np.stack(rows)
-
-    def close(self):
-        for f in self._files.values():
-            f.close()
-        self._files.clear()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

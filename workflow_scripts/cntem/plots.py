@@ -59,7 +59,7 @@ def accuracy_grid(metrics: dict, path, scheme: str) -> None:
     """
     balances = [b for b in ("none", "rotate") if any(k[0] == b for k in metrics)]
     methods = ["baseline", "hcol"]
-    fig, axes = plt.subplots(len(balances), 2, figsize=(10, 3.4 * len(balances)), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(len(balances), 2, figsize=(10, 3.8 * len(balances)), squeeze=False, sharey=True)
     for r, balance in enumerate(balances):
         for c, method in enumerate(methods):
             ax = axes[r, c]
@@ -81,6 +81,7 @@ def accuracy_grid(metrics: dict, path, scheme: str) -> None:
             if c == 0:
                 ax.set_ylabel("accuracy (5-fold CV)" if m["n_folds"] == 5 else f"accuracy ({m['n_folds']}-fold CV)")
     fig.suptitle(f"Per-class classification accuracy, {scheme}", fontsize=11)
+    fig.subplots_adjust(hspace=0.45)
     _save(fig, path)
 
 

@@ -1,6 +1,8 @@
-"""Rule software_versions: the versions of every package the results depend on."""
-from importlib.metadata import PackageNotFoundError, version
+"""Rule provenance: the package versions and the resolved config the results were made with."""
 import platform
+from importlib.metadata import PackageNotFoundError, version
+
+import yaml
 
 from cntem.io import write_table
 
@@ -11,4 +13,6 @@ for name in ["cntem", "snakemake", "torch", "torchvision", "faiss-cpu", "faiss-g
         rows.append({"package": name, "version": version(name)})
     except PackageNotFoundError:
         continue
-write_table(snakemake.output[0], rows, ["package", "version"])
+write_table(snakemake.output.versions, rows, ["package", "version"])
+with open(snakemake.output.config, "w") as fh:
+    yaml.safe_dump(dict(snakemake.params.config), fh, sort_keys=False)

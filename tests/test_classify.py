@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+
+from cntem.classify import Classifier, fit, predict, prediction_rows
+from cntem.evaluate import LeakageError, check_leakage, fold_metrics, summarize
+
+CLASSES = ["Cl", "Fi", "Ma"]
+
+
+def blobs(n_per_class, seed, dim=20):
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(4 * i, 1.0, (n_per_class, dim)) for i in range(3)]).astype(np.float32)
+    y = [c for c in CLASSES for _ in range(n_per_class)]
+    return x, y
+
+
+SETTINGS = {
+    "xgboost": {"n_estimators": 40, "max_depth": 3, "learning_rate": 0.3, "max_bin": 32, "colsample_bynode": 0.5,
+                "subsample": 1.0, "early_stopping_rounds": 5, "early_stopping_fraction": 0.2, "seed": 0},
+    "random_forest": {"n_estimators": 50, "max_features": "sqrt", "seed": 0},
+    "adaboost": {"n_estimators": 30, "learning_rate": 0.5, "seed": 0},
+    "linear_softmax": {"C": 1.0, "max_iter": 500},
+}
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_classifiers_learn_separable_classes_and_round_trip(name, tmp_path):
+    x, y = blobs(30, 0)
+    groups = [f"g{i // 2}" for i in range(len(y))]  # pairs, like an image and its rotated copy
+    model = fit(name, x, y, groups, CLASSES, SETTINGS[name])
+    xv, yv = blobs(10, 1)
+    proba, seconds = predict(model, xv)
+    assert proba.shape == (30, 3) and np.allclose(proba.sum(1), 1) and seconds >= 0
+    assert np.mean(np.array(CLASSES)[proba.argmax(1)] == np.array(yv)) > 0.8  # AdaBoost uses stumps
+    assert model.info["fit_seconds"] > 0
+    path = model.save(tmp_path / "clf")
+    again = Classifier.load(name, path, CLASSES)
+    np.testing.assert_allclose(again.predict_proba(xv), proba, rtol=1e-6)
+
+
+def test_xgboost_early_stopping_uses_whole_training_groups():
+    x, y = blobs(30, 0)
+    groups = [f"g{i // 3}" for i in range(len(y))]
+    model = fit("xgboost", x, y, groups, CLASSES, SETTINGS["xgboost"])
+    stop = set(model.info["early_stopping_groups"])
+    assert stop and stop < set(groups)
+    assert model.info["best_iteration"] < SETTINGS["xgboost"]["n_estimators"]
+    assert model.info["device"] == "cpu"
+
+
+def test_prediction_rows_and_metrics():
+    proba = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8]])
+    rows = prediction_rows(["a", "b", "c", "d"], [0] * 4, ["Cl", "Fi", "Fi", "Ma"], proba, CLASSES)
+    assert [r["predicted"] for r in rows] == ["Cl", "Fi", "Cl", "Ma"] and rows[2]["confidence"] == "0.600000"
+    m = fold_metrics(rows, CLASSES)
+    assert m["accuracy"] == 0.75 and m["per_class"] == [1.0, 0.5, 1.0]
+    assert m["confusion"] == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
+    fits = [{"fit_seconds": 1.0, "predict_seconds": 0.1}, {"fit_seconds": 3.0, "predict_seconds": 0.1}]
+    s = summarize([rows, rows[:2]], fits, CLASSES)
+    assert s["accuracy"]["mean"] == pytest.approx(0.875) and s["accuracy"]["std"] == pytest.approx(0.125)
+    assert s["fit_seconds"]["mean"] == 2.0
+    assert s["confusion_normalized"][1] == [pytest.approx(1 / 3), pytest.approx(2 / 3), 0.0]
+
+
+def test_leakage_check_fails_on_any_validation_image_used_for_fitting():
+    clean = {"name": "run/fold0", "val_ids": {"a", "b"}, "val_groups": {"ga", "gb"},
+             "fitted": {"dictionary/PCA": ["c", "d"], "classifier": ["c", "d"], "early stopping": ["gc"]}}
+    assert len(check_leakage([clean])) == 1
+    leaky = {**clean, "fitted": {**clean["fitted"], "dictionary/PCA": ["c", "b"]}}
+    with pytest.raises(LeakageError, match=r"run/fold0: dictionary/PCA was fitted on 1 validation item"):
+        check_leakage([clean, leaky])
+    leaky_group = {**clean, "fitted": {**clean["fitted"], "early stopping": ["gb"]}}
+    with pytest.raises(LeakageError, match="early stopping"):
+        check_leakage([leaky_group])

@@ -1,0 +1,73 @@
+import numpy as np
+import torch
+
+from cntem.dictionary import Dictionary, fit_kmeans, fit_pca, project, sample_vectors
+from cntem.vlad import encode, load_vlad, save_vlad, vlad
+
+
+def test_hand_computed_vlad():
+    # Two centroids in 2-D; three descriptors go to c0 = (0, 0), one to c1 = (10, 0).
+    c = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
+    x = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [12.0, 1.0]]])
+    v = vlad(x, c)
+    # residual sums: c0 -> (2, 3), c1 -> (2, 1); intra-normalised, then the whole vector / sqrt(2)
+    r0 = np.array([2, 3]) / np.sqrt(13)
+    r1 = np.array([2, 1]) / np.sqrt(5)
+    expected = np.concatenate([r0, r1]) / np.sqrt(2)
+    np.testing.assert_allclose(v.numpy()[0], expected, rtol=1e-6)
+    assert abs(float(v.norm()) - 1) < 1e-6
+
+
+def test_empty_cluster_stays_zero_and_power_norm():
+    c = torch.tensor([[0.0, 0.0], [100.0, 100.0], [-5.0, 0.0]])
+    x = torch.tensor([[[1.0, 0.0], [4.0, 0.0]]])  # both nearest to c0
+    v = vlad(x, c).numpy()[0].reshape(3, 2)
+    np.testing.assert_allclose(v[0], [1.0, 0.0], atol=1e-6)
+    assert not v[1].any() and not v[2].any()
+    p = vlad(torch.tensor([[[4.0, 1.0], [0.0, 0.0]]]), torch.tensor([[0.0, 0.0]]), power_norm=True)
+    np.testing.assert_allclose(p.numpy()[0], np.array([2.0, 1.0]) / np.sqrt(5), rtol=1e-6)
+
+
+def test_batch_equals_one_by_one():
+    torch.manual_seed(0)
+    c, x = torch.randn(5, 8), torch.randn(3, 40, 8)
+    together = vlad(x, c)
+    for i in range(3):
+        torch.testing.assert_close(together[i], vlad(x[i:i + 1], c)[0])
+
+
+class FakeStore:
+    def __init__(self, data):
+        self.data = data
+
+    def hypercolumns(self, image_id, rotation=0):
+        return self.data[(image_id, rotation)]
+
+
+def test_kmeans_pca_encode_and_storage(tmp_path):
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 10, (4, 6)).astype(np.float32)
+    data = {(f"im{i}", 0): (centers[rng.integers(4, size=50)] + rng.normal(0, 0.1, (50, 6))).astype(np.float16)
+            for i in range(6)}
+    store = FakeStore(data)
+    sample = sample_vectors(store, list(data), 200, seed=1)
+    assert sample.shape == (200, 6) and sample.dtype == np.float32
+    centroids, objective = fit_kmeans(sample, 4, niter=20, seed=1, max_points_per_centroid=256, use_gpu=False, nredo=5)
+    # every true centre is recovered by some centroid
+    assert np.max(np.min(np.linalg.norm(centers[:, None] - centroids[None], axis=-1), axis=1)) < 0.5
+    again, _ = fit_kmeans(sample, 4, niter=20, seed=1, max_points_per_centroid=256, use_gpu=False, nredo=5)
+    assert np.array_equal(centroids, again)  # seeded: identical run to run
+    mean, rows = fit_pca(sample, 3, whiten=True, seed=0)
+    projected = project(sample, mean, rows)
+    np.testing.assert_allclose(projected.std(0), 1.0, rtol=0.05)
+    d = Dictionary(centroids, meta={"fit_ids": ["im0", "im1"], "k": 4})
+    d.save(tmp_path / "d.h5")
+    loaded = Dictionary.load(tmp_path / "d.h5")
+    assert np.array_equal(loaded.centroids, centroids) and loaded.meta["fit_ids"] == ["im0", "im1"]
+    x = encode(store, list(data), loaded, torch.device("cpu"), batch_size=4)
+    assert x.shape == (6, 24)
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
+    save_vlad(tmp_path / "v.h5", {"train": {"X": x, "ids": [i for i, _ in data], "rotations": [0] * 6,
+                                            "y": ["a", "b"] * 3}}, {"k": 4})
+    splits, meta = load_vlad(tmp_path / "v.h5")
+    assert np.array_equal(splits["train"]["X"], x) and splits["train"]["y"][:2] == ["a", "b"] and meta["k"] == 4

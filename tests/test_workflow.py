@@ -1,0 +1,162 @@
+"""End-to-end runs of the Snakemake DAG on tiny configs (random weights unless ../shared is present)."""
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cntem.shards import assign_shard
+from cntem.predict import Bundle, ModelMismatchError
+from cntem.backbone import load_weights
+
+from conftest import SHARED_WEIGHTS, write_image
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+WEIGHTS = str(SHARED_WEIGHTS) if SHARED_WEIGHTS.exists() else "random"
+
+TINY = {  # 3 classes x 8 images at 64 px, K in {4, 8}, 2 folds
+    "data": {"dir": "results/demo/images", "layout": "niosh", "labels_csv": "results/demo/labels.csv"},
+    "demo": {"enabled": True, "seed": 3, "size_range": [64, 64], "counts": {"Cl": 8, "Fi": 8, "Ma": 8}},
+    "schemes": ["tiny"],
+    "custom_schemes": {"tiny": {"Cl": "Cl", "Fi": "Fi", "Ma": "Ma", "MS": None, "NC": None, "GS": None,
+                                "SP": None, "HDP": None, "PR": None, "O": None}},
+    "cv": {"folds": 2, "seed": 1},
+    "weights": WEIGHTS,
+    "hypercolumns": {"image_size": 64, "batch_size": 8, "shards": 4},
+    "dictionary": {"sample_size": 2000, "niter": 5},
+    "k": 8, "k_values": [4, 8],
+    "xgboost": {"n_estimators": 20}, "random_forest": {"n_estimators": 20}, "adaboost": {"n_estimators": 10},
+    "model": {"scheme": "tiny"},
+    "predict": {"input": "results/demo/images"},
+    "report": {"tsne_perplexity": 5},
+}
+
+
+def snakemake(workdir, config, *args):
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = SNAKEMAKE + ["--directory", str(workdir), "--cores", "2", "--max-threads", "1", *args,
+                       "--configfile", str(workdir / "config.yaml")]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return result.stdout + result.stderr
+
+
+def jobs_of(log: str, rule: str) -> list[str]:
+    """Wildcards of every job of `rule` in Snakemake's own job listing."""
+    return re.findall(rf"rule {rule}:\n(?:.*\n)*?\s+wildcards: (.*)\n", log)
+
+
+def accuracy_rows(path):
+    return [r for r in csv.DictReader(open(path), delimiter="\t") if r["metric"] not in ("fit_seconds", "predict_seconds")]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    snakemake(workdir, TINY)
+    return workdir
+
+
+def test_dry_run_shows_the_dag(tmp_path):
+    out = snakemake(tmp_path, TINY, "-n")
+    assert "demo_dataset" in out and "ingest" in out and "hypercolumn_manifest" in out
+
+
+def test_end_to_end_outputs(tiny_run):
+    results = tiny_run / "results"
+    metrics = list(csv.DictReader(open(results / "metrics.tsv"), delimiter="\t"))
+    runs = {(r["balance"], r["method"], r["classifier"], r["k"]) for r in metrics}
+    assert ("rotate", "hcol", "xgboost", "8") in runs and ("none", "baseline", "linear_softmax", "") in runs
+    assert {("rotate", "hcol", c, k) for c in ("random_forest", "adaboost") for k in ("4", "8")} <= runs
+    for r in metrics:
+        if r["metric"] == "accuracy":
+            assert 0.0 <= float(r["mean"]) <= 1.0 and r["n_folds"] == "2"
+    assert (results / "leakage_check.txt").read_text().startswith("no leakage in")
+    for fig in ["accuracy_grid", "confusion_matrices", "tsne", "k_study", "fit_time", "misclassified", "activations"]:
+        assert (results / "figures" / "tiny" / f"{fig}.png").stat().st_size > 5000, fig
+        assert (results / "figures" / "tiny" / f"{fig}.pdf").exists(), fig
+    assert (results / "tiny" / "contact_sheet.png").exists()
+    # per-fold targets are separate files: each (K, fold) is its own DAG node
+    for k in (4, 8):
+        for fold in (0, 1):
+            assert (results / "tiny" / "rotate" / f"k{k}" / f"fold{fold}" / "vlad.h5").exists()
+
+
+def test_report_model_and_predictions(tiny_run):
+    snakemake(tiny_run, TINY, "--report", "results/report.html")
+    html = (tiny_run / "results" / "report.html").read_text(errors="ignore")
+    assert "accuracy_grid.png" in html and "metrics.tsv" in html and "software_versions.tsv" in html
+    bundle = Bundle(tiny_run / "results" / "model" / "tiny")
+    assert bundle.meta["classes"] == ["Cl", "Fi", "Ma"] and bundle.meta["k"] == 8
+    assert (tiny_run / "results" / "model" / "tiny" / "classifier.ubj").exists()
+    rows = list(csv.DictReader(open(tiny_run / "results" / "predictions" / "predictions.csv")))
+    assert len(rows) == 24 and set(rows[0]) == {"file", "class", "probability", "p_Cl", "p_Fi", "p_Ma"}
+    shares = list(csv.DictReader(open(tiny_run / "results" / "predictions" / "predictions_shares.csv")))
+    assert sum(int(s["images"]) for s in shares) == 24
+    assert abs(sum(float(s["share"]) for s in shares) - 1) < 1e-3
+
+
+def test_console_predict_and_refusal_of_other_weights(tiny_run, tmp_path):
+    model = tiny_run / "results" / "model" / "tiny"
+    image = next((tiny_run / "results" / "demo" / "images").glob("CNT-Fiber-*.tif"))
+    out = tmp_path / "p.csv"
+    done = subprocess.run([sys.executable, "-m", "cntem.cli", "predict", "--model", str(model), "--out", str(out),
+                           str(image)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "1 images classified" in done.stdout and out.exists()
+    other = "random" if WEIGHTS != "random" else str(SHARED_WEIGHTS)
+    if other != "random" and not SHARED_WEIGHTS.exists():
+        pytest.skip("only one set of weights available")
+    with pytest.raises(ModelMismatchError, match="trained on other features"):
+        Bundle(model).check_compatible(load_weights(other))
+    with pytest.raises(ModelMismatchError, match="taps"):
+        Bundle(model).check_compatible(load_weights(WEIGHTS), taps=["block1_conv2"])
+    refused = subprocess.run([sys.executable, "-m", "cntem.cli", "predict", "--model", str(model), "--weights",
+                              other, str(image)], capture_output=True, text=True)
+    assert refused.returncode == 2 and "trained on other features" in refused.stderr
+
+
+def test_metrics_are_identical_run_to_run(tiny_run):
+    first = accuracy_rows(tiny_run / "results" / "metrics.tsv")
+    snakemake(tiny_run, TINY, "--forcerun", "fit_dictionary", "train_baseline", "--until", "collect_metrics")
+    assert accuracy_rows(tiny_run / "results" / "metrics.tsv") == first
+
+
+def test_adding_images_reruns_only_their_shards(tmp_path):
+    data = tmp_path / "data"
+    for c, cls in enumerate(["Cl", "Fi", "Ma"]):
+        for i in range(14 if cls != "Fi" else 12):
+            write_image(data / cls / f"{cls}{i:02d}.tif", seed=100 * c + i, size=(40, 40))
+    config = {"data": {"dir": str(data), "layout": "folders"}, "schemes": ["cnt3"],
+              "custom_schemes": {"cnt3": {"Cl": "Cl", "Fi": "Fi", "Ma": "Ma"}},
+              "cv": {"folds": 2}, "balance": {"strategies": ["none"]}, "weights": "random",
+              "hypercolumns": {"image_size": 32, "batch_size": 8, "shards": 16}}
+    first = snakemake(tmp_path, config, "hypercolumns")
+    shards = {w for w in jobs_of(first, "extract_hypercolumns")}
+    assert len(shards) > 8
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "hypercolumns").glob("shard-*.h5")}
+    new = [f"Fi/Fi{i}.tif" for i in range(12, 17)]
+    for i, rel in enumerate(new):
+        write_image(data / rel, seed=900 + i, size=(40, 40))
+    listing = sorted(p.relative_to(data).as_posix() for p in data.rglob("*"))
+    second = snakemake(tmp_path, config, "hypercolumns")
+    ran = {w.split("=")[1] for w in jobs_of(second, "extract_hypercolumns")}
+    assert ran == {f"{assign_shard(rel, 16):03d}" for rel in new}
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "hypercolumns").glob("shard-*.h5")}
+    for name, mtime in before.items():
+        assert (after[name] != mtime) == (name[6:9] in ran), name
+    assert sorted(p.relative_to(data).as_posix() for p in data.rglob("*")) == listing  # input folder untouched
+
+
+def test_invalid_config_names_the_key(tmp_path):
+    bad = {**TINY, "hypercolumns": {"density": 0.1, "imagesize": 64}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(bad))
+    result = subprocess.run(SNAKEMAKE + ["--directory", str(tmp_path), "-n", "--configfile", str(tmp_path / "config.yaml")],
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "imagesize" in result.stdout + result.stderr
