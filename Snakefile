@@ -8,6 +8,10 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+# Used by every rule with `snakemake --sdm conda`; without it, the current environment is used.
+conda: "envs/cntem.yaml"
+
+
 report: "report/workflow.rst"
 
 

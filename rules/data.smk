@@ -7,6 +7,8 @@ rule demo_dataset:
         labels="results/demo/labels.csv",
     params:
         demo=config["demo"],
+    benchmark:
+        "results/benchmarks/demo_dataset.tsv"
     log:
         "results/logs/demo_dataset.log",
     script:
@@ -22,6 +24,8 @@ rule ingest:
     params:
         data=config["data"],
         fingerprint=data_fingerprint(),
+    benchmark:
+        "results/benchmarks/ingest.tsv"
     log:
         "results/logs/ingest.log",
     script:

@@ -37,6 +37,8 @@ rule extract_hypercolumns:
     threads: workflow.cores
     resources:
         gpu=1,
+    benchmark:
+        "results/benchmarks/extract_hypercolumns/shard-{shard}.tsv"
     log:
         "results/logs/hypercolumns/shard-{shard}.log",
     script:

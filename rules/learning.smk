@@ -14,6 +14,8 @@ rule fit_dictionary:
     threads: LEARNING_THREADS
     resources:
         gpu=1,
+    benchmark:
+        "results/benchmarks/fit_dictionary/{scheme}-{balance}-k{k}-fold{fold}.tsv"
     log:
         "results/logs/{scheme}/{balance}/k{k}/fold{fold}/fit_dictionary.log",
     script:
@@ -33,6 +35,8 @@ rule encode_vlad:
     threads: LEARNING_THREADS
     resources:
         gpu=1,
+    benchmark:
+        "results/benchmarks/encode_vlad/{scheme}-{balance}-k{k}-fold{fold}.tsv"
     log:
         "results/logs/{scheme}/{balance}/k{k}/fold{fold}/encode_vlad.log",
     script:
@@ -52,6 +56,8 @@ rule train_classifier:
     threads: LEARNING_THREADS
     resources:
         gpu=lambda wildcards: int(wildcards.classifier == "xgboost"),
+    benchmark:
+        "results/benchmarks/train_classifier/{scheme}-{balance}-k{k}-fold{fold}-{classifier}.tsv"
     log:
         "results/logs/{scheme}/{balance}/k{k}/fold{fold}/{classifier}.log",
     script:
@@ -69,6 +75,8 @@ rule train_baseline:
     params:
         settings=config["baseline"],
     threads: LEARNING_THREADS
+    benchmark:
+        "results/benchmarks/train_baseline/{scheme}-{balance}-fold{fold}.tsv"
     log:
         "results/logs/{scheme}/{balance}/baseline/fold{fold}/linear_softmax.log",
     script:

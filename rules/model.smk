@@ -15,6 +15,8 @@ rule train_model:
     threads: LEARNING_THREADS
     resources:
         gpu=1,
+    benchmark:
+        "results/benchmarks/train_model/{scheme}.tsv"
     log:
         "results/logs/model/{scheme}.log",
     script:
@@ -36,6 +38,8 @@ rule predict:
         batch_size=config["hypercolumns"]["batch_size"],
     resources:
         gpu=1,
+    benchmark:
+        "results/benchmarks/predict.tsv"
     log:
         "results/logs/predict.log",
     script:
