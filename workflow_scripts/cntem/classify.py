@@ -9,29 +9,36 @@ from __future__ import annotations
 import logging
 import time
 
-import joblib
 import numpy as np
-import xgboost as xgb
-from sklearn.ensemble import AdaBoostClassifier, RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GroupShuffleSplit
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.tree import DecisionTreeClassifier
+
+# The learning libraries are imported where they are used: each of the many small jobs then
+# pays only for the one it needs (xgboost and scikit-learn's ensembles take ~1.5 s each to load).
 
 log = logging.getLogger(__name__)
 
 NAMES = ("xgboost", "random_forest", "adaboost", "linear_softmax")
 
 
+def cuda_device_count() -> int:
+    """GPUs the CUDA driver reports (0 without a driver), without importing torch."""
+    import ctypes
+
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    count = ctypes.c_int(0)
+    if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
 def xgboost_device(requested: str) -> str:
     """'cuda' when asked for (or auto) and both a GPU and a CUDA build of XGBoost are present."""
+    import xgboost as xgb
+
     cuda_build = bool(xgb.build_info().get("USE_CUDA"))
-    try:
-        import torch
-        has_gpu = torch.cuda.is_available()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        has_gpu = False
+    has_gpu = cuda_device_count() > 0
     if requested.startswith("cuda") or requested == "auto":
         if has_gpu and cuda_build:
             return requested if requested.startswith("cuda") else "cuda"
@@ -51,7 +58,9 @@ class Classifier:
         return self.model.predict_proba(x)
 
     def save(self, path_stem) -> str:
-        """XGBoost in its own JSON model format, scikit-learn models with joblib."""
+        """XGBoost in its own binary JSON model format, scikit-learn models with joblib."""
+        import joblib
+
         if self.name == "xgboost":
             path = f"{path_stem}.ubj"
             self.model.save_model(path)
@@ -62,6 +71,9 @@ class Classifier:
 
     @classmethod
     def load(cls, name: str, path: str, classes: list[str]) -> "Classifier":
+        import joblib
+        import xgboost as xgb
+
         if name == "xgboost":
             model = xgb.XGBClassifier()
             model.load_model(path)
@@ -71,6 +83,8 @@ class Classifier:
 
 
 def _early_stopping_split(y, groups, fraction, seed):
+    from sklearn.model_selection import GroupShuffleSplit
+
     splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
     fit_idx, stop_idx = next(splitter.split(np.zeros(len(y)), y, groups))
     if len(set(y[fit_idx])) < len(set(y)):  # a class fell entirely into the stopping slice
@@ -86,6 +100,8 @@ def fit(name: str, x: np.ndarray, y: list[str], groups: list[str], classes: list
     info = {}
     start = time.perf_counter()
     if name == "xgboost":
+        import xgboost as xgb
+
         model = xgb.XGBClassifier(
             n_estimators=params["n_estimators"], max_depth=params["max_depth"],
             learning_rate=params["learning_rate"], max_bin=params["max_bin"],
@@ -107,12 +123,21 @@ def fit(name: str, x: np.ndarray, y: list[str], groups: list[str], classes: list
             info["best_iteration"] = int(model.best_iteration)
         info["device"] = model.get_params()["device"]
     elif name == "random_forest":
+        from sklearn.ensemble import RandomForestClassifier
+
         model = RandomForestClassifier(n_estimators=params["n_estimators"], max_features=params["max_features"],
                                        random_state=params["seed"], n_jobs=threads).fit(x, y_idx)
     elif name == "adaboost":
+        from sklearn.ensemble import AdaBoostClassifier
+        from sklearn.tree import DecisionTreeClassifier
+
         model = AdaBoostClassifier(DecisionTreeClassifier(max_depth=1), n_estimators=params["n_estimators"],
                                    learning_rate=params["learning_rate"], random_state=params["seed"]).fit(x, y_idx)
     elif name == "linear_softmax":
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
         model = make_pipeline(StandardScaler(), LogisticRegression(C=params["C"], max_iter=params["max_iter"]))
         model.fit(x, y_idx)
     else:

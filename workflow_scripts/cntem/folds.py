@@ -10,7 +10,6 @@ import logging
 from collections import defaultdict
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +20,8 @@ ROTATIONS = (90, 180, 270)
 
 def assign_folds(rows: list[dict], n_folds: int, seed: int) -> list[dict]:
     """Rows (with ``id``, ``class``, ``group``) -> the same rows with a ``fold`` in 0..n_folds-1."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold  # only this job needs it
+
     ids = [r["id"] for r in rows]
     classes = np.array([r["class"] for r in rows])
     groups = np.array([r["group"] for r in rows])

@@ -100,7 +100,7 @@ def confusion_matrices(panels: dict, path, scheme: str) -> None:
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
         ax.set_title(f"{title}\naccuracy {100 * m['accuracy']['mean']:.1f}%", fontsize=9)
-    fig.suptitle(f"Confusion matrices (validation images of all folds), {scheme}", fontsize=11)
+    fig.suptitle(f"Confusion matrices (validation images of all folds), {scheme}", fontsize=11, y=1.04)
     _save(fig, path)
 
 

@@ -19,11 +19,11 @@ def vlad(x: torch.Tensor, centroids: torch.Tensor, power_norm: bool = False) -> 
     # Squared distances up to the per-vector constant |x|^2, which does not change the argmin.
     scores = centroids.pow(2).sum(1) - 2 * x @ centroids.T  # (B, P, K)
     assign = scores.argmin(-1)  # (B, P)
-    sums = torch.zeros(b, k, d, dtype=x.dtype, device=x.device)
-    sums.scatter_add_(1, assign.unsqueeze(-1).expand(-1, -1, d), x)
-    counts = torch.zeros(b, k, dtype=x.dtype, device=x.device)
-    counts.scatter_add_(1, assign, torch.ones_like(assign, dtype=x.dtype))
-    v = sums - counts.unsqueeze(-1) * centroids.unsqueeze(0)  # sum of residuals per centroid
+    # Row (image b, centroid k) of the flattened sums receives every descriptor of b assigned to k.
+    rows = (assign + k * torch.arange(b, device=x.device).unsqueeze(1)).reshape(-1)
+    sums = torch.zeros(b * k, d, dtype=x.dtype, device=x.device).index_add_(0, rows, x.reshape(-1, d))
+    counts = torch.bincount(rows, minlength=b * k).to(x.dtype)
+    v = (sums - counts.unsqueeze(-1) * centroids.repeat(b, 1)).view(b, k, d)  # sum of residuals per centroid
     if power_norm:
         v = v.sign() * v.abs().sqrt()
     v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # intra-normalisation
