@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from cntem.backbone import load_weights, resolve_device
-from cntem.hypercolumns import ExtractionSettings, HypercolumnNet, _Entries, autocast_for, hypercolumns_at, net_input
+from cntem.hypercolumns import ExtractionSettings, HypercolumnNet, EntryImages, autocast_for, hypercolumns_at, net_input
 from cntem.synthetic import generate_dataset
 
 
@@ -31,7 +31,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         generate_dataset(Path(tmp) / "im", {"Cl": args.n}, seed=0, size_range=(256, 640))
         entries = [{"id": p.name, "rotation": 0, "path": str(p)} for p in sorted((Path(tmp) / "im").glob("*.tif"))]
-        loader = torch.utils.data.DataLoader(_Entries(entries, settings), batch_size=args.batch_size,
+        loader = torch.utils.data.DataLoader(EntryImages(entries, settings), batch_size=args.batch_size,
                                              num_workers=args.workers, pin_memory=device.type == "cuda")
         t = {"loader wait": 0.0, "network + sampling": 0.0, "copy to host (pageable)": 0.0}
         if device.type == "cuda":

@@ -161,7 +161,7 @@ def autocast_for(device: torch.device):
 
 
 # ----------------------------------------------------------------------------- shards
-class _Entries(torch.utils.data.Dataset):
+class EntryImages(torch.utils.data.Dataset):
     """Decoding, resizing and rotation of the (path, rotation) entries; runs in loader workers."""
 
     def __init__(self, entries, settings: ExtractionSettings):
@@ -186,7 +186,7 @@ def iter_hypercolumns(entries: list[dict], net: HypercolumnNet, weights: Weights
     slower), so a yielded array stays valid until two batches later: use or copy it before then.
     """
     loader = torch.utils.data.DataLoader(
-        _Entries(entries, settings), batch_size=settings.batch_size, num_workers=workers,
+        EntryImages(entries, settings), batch_size=settings.batch_size, num_workers=workers,
         pin_memory=device.type == "cuda", prefetch_factor=2 if workers else None)
     pinned = [None, None]
     with torch.inference_mode():
