@@ -1,6 +1,5 @@
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -57,7 +56,7 @@ def test_offline_without_weights_says_what_to_put_where(tmp_path, monkeypatch):
         load_weights(str(tmp_path / "missing.pth"))
 
 
-def test_cached_keras_file_is_converted_once(weights, tmp_path):
+def test_cached_keras_file_with_wrong_md5_is_refused(weights, tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
     write_keras_h5({k: v for k, v in weights.state_dict.items() if k.startswith("features.")},

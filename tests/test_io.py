@@ -1,8 +1,6 @@
-import os
 
 import numpy as np
 import pytest
-import tifffile
 
 from cntem.io import InputError, discover, ingest, label_for_scheme, read_grey, to_grey_uint8
 from cntem.schemes import BUILTIN_SCHEMES, canonical_label, resolve_scheme

@@ -1,8 +1,6 @@
 """End-to-end runs of the Snakemake DAG on tiny configs (random weights unless ../shared is present)."""
 import csv
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -2,7 +2,6 @@
 from collections import defaultdict
 
 import faiss
-import numpy as np
 import torch
 
 from cntem import log_to
