@@ -70,7 +70,10 @@ def accuracy_grid(metrics: dict, path, scheme: str) -> None:
             classes = m["classes"]
             means = [m["per_class_accuracy"][k]["mean"] for k in classes]
             stds = [m["per_class_accuracy"][k]["std"] for k in classes]
-            ax.bar(range(len(classes)), means, yerr=stds, capsize=3, color=plt.cm.tab10(np.arange(len(classes))))
+            # Accuracy lies in [0, 1]: clip the +-std bars there rather than draw impossible values.
+            means, stds = np.array(means), np.array(stds)
+            bars = [np.minimum(stds, means), np.minimum(stds, 1 - means)]
+            ax.bar(range(len(classes)), means, yerr=bars, capsize=3, color=plt.cm.tab10(np.arange(len(classes))))
             for i, v in enumerate(means):
                 ax.text(i, min(v + 0.04, 1.02), f"{100 * v:.0f}", ha="center", fontsize=7)
             ax.set_xticks(range(len(classes)), classes)
