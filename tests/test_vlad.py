@@ -43,6 +43,9 @@ class FakeStore:
     def hypercolumns(self, image_id, rotation=0):
         return self.data[(image_id, rotation)]
 
+    def read_hypercolumns_into(self, image_id, rotation, out):
+        out[...] = self.data[(image_id, rotation)]
+
 
 def test_kmeans_pca_encode_and_storage(tmp_path):
     rng = np.random.default_rng(0)
@@ -67,6 +70,15 @@ def test_kmeans_pca_encode_and_storage(tmp_path):
     x = encode(store, list(data), loaded, torch.device("cpu"), batch_size=4)
     assert x.shape == (6, 24)
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
+    # Reused batch buffers (6 entries in batches of 4) give each entry its own encoding.
+    one_by_one = [vlad(torch.from_numpy(h).float()[None], torch.from_numpy(centroids))[0].numpy() for h in data.values()]
+    np.testing.assert_allclose(x, np.stack(one_by_one), atol=1e-6)
+    # With a PCA, descriptors are centred and projected before assignment.
+    with_pca = Dictionary(centroids[:, :3].copy(), mean, rows, meta={"fit_ids": []})
+    x_pca = encode(store, list(data), with_pca, torch.device("cpu"), batch_size=4)
+    h = torch.from_numpy(data[("im5", 0)]).float()
+    expected = vlad(((h - torch.from_numpy(mean)) @ torch.from_numpy(rows).T)[None], torch.from_numpy(centroids[:, :3]))
+    np.testing.assert_allclose(x_pca[5], expected[0].numpy(), atol=1e-5)
     save_vlad(tmp_path / "v.h5", {"train": {"X": x, "ids": [i for i, _ in data], "rotations": [0] * 6,
                                             "y": ["a", "b"] * 3}}, {"k": 4})
     splits, meta = load_vlad(tmp_path / "v.h5")

@@ -74,6 +74,11 @@ class HypercolumnStore:
         s, row = self.locate(image_id, rotation)
         return self._file(s)["hcol"][row]
 
+    def read_hypercolumns_into(self, image_id: str, rotation: int, out: np.ndarray) -> None:
+        """Like hypercolumns(), into a caller's (P, D) float16 buffer (no fresh 15 MB array per entry)."""
+        s, row = self.locate(image_id, rotation)
+        self._file(s)["hcol"].read_direct(out, source_sel=np.s_[row])
+
     def coords(self, image_id: str, rotation: int = 0) -> np.ndarray:
         s, row = self.locate(image_id, rotation)
         return self._file(s)["coords"][row]
