@@ -3,6 +3,7 @@ import csv
 import hashlib
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from cntem.schemes import resolve_scheme
@@ -39,9 +40,13 @@ K_VALUES = sorted(set(config["k_values"]) | {K_MAIN})
 CLASSIFIERS = config["classifiers"]
 MODEL_SCHEME = config["model"]["scheme"] or SCHEMES[0]
 MAIN_STRATEGY = "rotate" if "rotate" in STRATEGIES else STRATEGIES[0]
+try:
+    CORES = workflow.cores
+except WorkflowError:  # --report, --lint and cluster runs may parse the workflow without --cores
+    CORES = 1
 # Per-fold learning jobs are many and small: two run side by side by default
 # (extraction takes every core). Override per rule with --set-threads RULE=N.
-LEARNING_THREADS = max(1, workflow.cores // 2)
+LEARNING_THREADS = max(1, CORES // 2)
 
 wildcard_constraints:
     scheme="[A-Za-z0-9_]+",

@@ -34,7 +34,7 @@ rule extract_hypercolumns:
         weights=config["weights"],
         weights_cache=config["weights_cache"],
         device=config["device"],
-    threads: workflow.cores
+    threads: CORES
     resources:
         gpu=1,
     benchmark:

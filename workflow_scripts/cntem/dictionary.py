@@ -56,9 +56,9 @@ def sample_vectors(store, entries, sample_size: int, seed: int, progress: bool =
 
     rng = np.random.default_rng(seed)
     per_entry = -(-sample_size // len(entries))
-    parts = []
+    parts, h = [], np.empty(store.entry_shape, np.float16)
     for image_id, rotation in tqdm(entries, desc="sampling hypercolumns", unit="img", disable=not progress):
-        h = store.hypercolumns(image_id, rotation)
+        store.read_hypercolumns_into(image_id, rotation, h)
         pick = np.sort(rng.choice(len(h), size=min(per_entry, len(h)), replace=False))
         parts.append(h[pick].astype(np.float32))
     sample = np.concatenate(parts)
@@ -67,13 +67,15 @@ def sample_vectors(store, entries, sample_size: int, seed: int, progress: bool =
     return np.ascontiguousarray(sample)
 
 
-def fit_pca(x: np.ndarray, dim: int, whiten: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def fit_pca(x: np.ndarray, dim: int, whiten: bool) -> tuple[np.ndarray, np.ndarray]:
     """PCA on the training sample -> (mean, projection rows); whitening folds 1/sqrt(var) into rows."""
     from sklearn.decomposition import PCA
 
     if dim > min(x.shape):
         raise ValueError(f"vlad.pca_dim={dim} exceeds the sample's rank bound {min(x.shape)}")
-    pca = PCA(n_components=dim, whiten=False, random_state=seed, svd_solver="randomized").fit(x)
+    # Many more vectors than features: the exact eigendecomposition of the D x D covariance is
+    # faster than a randomized SVD of the sample (1.5 vs 2.7 s at 50,000 x 1472) and needs no seed.
+    pca = PCA(n_components=dim, whiten=False, svd_solver="covariance_eigh").fit(x)
     rows = pca.components_.astype(np.float32)
     if whiten:
         rows = rows / np.sqrt(pca.explained_variance_.astype(np.float32) + 1e-8)[:, None]
@@ -111,7 +113,7 @@ def build_dictionary(store, train_entries, k: int, cfg: dict, vlad_cfg: dict, de
     sample = sample_vectors(store, train_entries, cfg["sample_size"], cfg["seed"], progress)
     mean = rows = None
     if vlad_cfg.get("pca_dim"):
-        mean, rows = fit_pca(sample, vlad_cfg["pca_dim"], vlad_cfg.get("pca_whiten", False), cfg["seed"])
+        mean, rows = fit_pca(sample, vlad_cfg["pca_dim"], vlad_cfg.get("pca_whiten", False))
         sample = project(sample, mean, rows)
     centroids, objective = fit_kmeans(sample, k, cfg["niter"], cfg["seed"], cfg["max_points_per_centroid"], use_gpu,
                                       cfg.get("nredo", 1))

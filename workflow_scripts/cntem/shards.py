@@ -74,6 +74,11 @@ class HypercolumnStore:
         s, row = self.locate(image_id, rotation)
         return self._file(s)["hcol"][row]
 
+    @property
+    def entry_shape(self) -> tuple[int, int]:
+        """(sampled pixels, features) of every entry."""
+        return tuple(self._file(0)["hcol"].shape[1:])
+
     def read_hypercolumns_into(self, image_id: str, rotation: int, out: np.ndarray) -> None:
         """Like hypercolumns(), into a caller's (P, D) float16 buffer (no fresh 15 MB array per entry)."""
         s, row = self.locate(image_id, rotation)

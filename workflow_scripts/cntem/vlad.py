@@ -44,14 +44,11 @@ def encode(store, entries, dictionary, device: torch.device, power_norm: bool = 
     out = np.empty((len(entries), centroids.numel()), np.float32)
     # Batch buffers are allocated once: a fresh ~100 MB array per batch costs more in page faults
     # than the float16 -> float32 conversion itself.
-    raw = staging = None
+    raw = np.empty((batch_size, *store.entry_shape), np.float16)
+    staging = torch.empty(raw.shape, dtype=torch.float32, device=device)
     bar = tqdm(total=len(entries), desc="VLAD", unit="img", disable=not progress)
     for start in range(0, len(entries), batch_size):
         chunk = entries[start:start + batch_size]
-        if raw is None:
-            first = store.hypercolumns(*chunk[0])
-            raw = np.empty((batch_size, *first.shape), np.float16)
-            staging = torch.empty(raw.shape, dtype=torch.float32, device=device)
         for row, (image_id, rotation) in enumerate(chunk):
             store.read_hypercolumns_into(image_id, rotation, raw[row])
         # On a GPU the float16 batch crosses the bus and is widened there (half the bytes).
