@@ -74,8 +74,8 @@ def accuracy_grid(metrics: dict, path, scheme: str) -> None:
             means, stds = np.array(means), np.array(stds)
             bars = [np.minimum(stds, means), np.minimum(stds, 1 - means)]
             ax.bar(range(len(classes)), means, yerr=bars, capsize=3, color=plt.cm.tab10(np.arange(len(classes))))
-            for i, v in enumerate(means):
-                ax.text(i, min(v + 0.04, 1.02), f"{100 * v:.0f}", ha="center", fontsize=7)
+            for i, v in enumerate(means):  # inside the bar's foot, clear of the error bar
+                ax.text(i, 0.03, f"{100 * v:.0f}", ha="center", fontsize=8, color="white" if v > 0.1 else "black")
             ax.set_xticks(range(len(classes)), classes)
             ax.set_ylim(0, 1.1)
             acc = m["accuracy"]
