@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from cntem.backbone import load_weights, resolve_device
-from cntem.hypercolumns import ExtractionSettings, HypercolumnNet, EntryImages, autocast_for, hypercolumns_at, net_input
+from cntem.hypercolumns import (EntryImages, ExtractionSettings, HypercolumnNet, autocast_for, collate_entries,
+                               hypercolumns_at, net_input)
 from cntem.synthetic import generate_dataset
 
 
@@ -32,14 +33,16 @@ def main():
         generate_dataset(Path(tmp) / "im", {"Cl": args.n}, seed=0, size_range=(256, 640))
         entries = [{"id": p.name, "rotation": 0, "path": str(p)} for p in sorted((Path(tmp) / "im").glob("*.tif"))]
         loader = torch.utils.data.DataLoader(EntryImages(entries, settings), batch_size=args.batch_size,
-                                             num_workers=args.workers, pin_memory=device.type == "cuda")
+                                             num_workers=args.workers, pin_memory=device.type == "cuda",
+                                             collate_fn=collate_entries)
         t = {"loader wait": 0.0, "network + sampling": 0.0, "copy to host (pageable)": 0.0}
         if device.type == "cuda":
             t["copy to host (pinned)"] = 0.0
         pinned = None
         mark = time.perf_counter()
         with torch.inference_mode():
-            for images, coords in loader:
+            for batch in loader:
+                images, coords = batch.images, batch.coords
                 now = time.perf_counter()
                 t["loader wait"] += now - mark
                 with autocast_for(device):

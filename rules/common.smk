@@ -3,34 +3,27 @@ import csv
 import hashlib
 from pathlib import Path
 
+import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from cntem.config import config_digest, consistency_problems, schema_problems
 from cntem.schemes import resolve_scheme
 
-validate(config, schema="../config/schema.yaml", set_default=True)
+SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 
 
-def _check_config():
-    problems = []
-    for name in config["schemes"]:
-        try:
-            resolve_scheme(name, config["custom_schemes"])
-        except ValueError as exc:
-            problems.append(f"schemes: {exc}")
-    model_scheme = config["model"]["scheme"]
-    if model_scheme is not None and model_scheme not in config["schemes"]:
-        problems.append(f"model.scheme: {model_scheme!r} is not one of schemes {config['schemes']}")
-    low, high = config["demo"]["size_range"]
-    if low > high:
-        problems.append("demo.size_range: the first value must not exceed the second")
-    if config["demo"]["enabled"] and not config["demo"].get("counts"):
-        problems.append("demo.counts: give the number of images per class when demo.enabled is true")
+def _stop_on(problems):
     if problems:
-        raise ValueError("invalid config:\n  " + "\n  ".join(problems))
+        raise WorkflowError(f"invalid config ({len(problems)} problem(s)):\n  - " + "\n  - ".join(problems))
 
 
-_check_config()
+# One line per bad key first (Snakemake's validator would print the whole schema), then the
+# schema's defaults are filled in, then the checks that span keys.
+_stop_on(schema_problems(config, yaml.safe_load(SCHEMA.read_text())))
+validate(config, schema=str(SCHEMA), set_default=True)
+_stop_on(consistency_problems(config))
+CONFIG_DIGEST = config_digest(config)
 
 SCHEMES = config["schemes"]
 STRATEGIES = config["balance"]["strategies"]
@@ -47,6 +40,10 @@ except WorkflowError:  # --report, --lint and cluster runs may parse the workflo
 # Per-fold learning jobs are many and small: two run side by side by default
 # (extraction takes every core). Override per rule with --set-threads RULE=N.
 LEARNING_THREADS = max(1, CORES // 2)
+# What each extraction computes: batch size and device change only its speed, so they are not
+# rule params (a params change would re-extract every shard).
+EXTRACTION = {key: config["hypercolumns"][key] for key in ("taps", "density", "image_size", "resize", "seed")}
+
 
 wildcard_constraints:
     scheme="[A-Za-z0-9_]+",
@@ -134,11 +131,13 @@ def fold_files(runs, name):
     return [f"{run_dir(s, b, m)}/fold{f}/{c}/{name}" for s, b, m, c in runs for f in FOLDS]
 
 
+def main_metrics(wildcards):
+    """The figures' four panels of one scheme: {balance|method: metrics.json}."""
+    return {f"{b}|{m}": f"{run_dir(wildcards.scheme, b, m)}/{c}/metrics.json"
+            for b in STRATEGIES for m, c in ((f"k{K_MAIN}", "xgboost"), ("baseline", "linear_softmax"))}
+
+
 # ------------------------------------------------------------------------- targets
-def experiment_dirs():
-    return [f"results/{s}/{b}" for s in SCHEMES for b in STRATEGIES]
-
-
 def figure_targets():
     figs = []
     for s in SCHEMES:

@@ -6,11 +6,15 @@ rule demo_dataset:
         images=directory("results/demo/images"),
         labels="results/demo/labels.csv",
     params:
-        demo=config["demo"],
+        counts=config["demo"].get("counts", {}),
+        seed=config["demo"]["seed"],
+        size_range=config["demo"]["size_range"],
     benchmark:
         "results/benchmarks/demo_dataset.tsv"
     log:
         "results/logs/demo_dataset.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/demo_dataset.py"
 
@@ -28,6 +32,8 @@ rule ingest:
         "results/benchmarks/ingest.tsv"
     log:
         "results/logs/ingest.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/ingest.py"
 
@@ -42,6 +48,8 @@ rule label_images:
         folds=config["cv"]["folds"],
     log:
         "results/logs/{scheme}/label_images.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/label_images.py"
 
@@ -55,6 +63,8 @@ rule folds:
         cv=config["cv"],
     log:
         "results/logs/{scheme}/folds.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/make_folds.py"
 
@@ -65,9 +75,12 @@ rule balance_plan:
     output:
         plan="results/{scheme}/{balance}/plan.tsv",
     params:
-        balance=config["balance"],
+        per_class=config["balance"]["per_class"],
+        seed=config["balance"]["seed"],
     log:
         "results/logs/{scheme}/{balance}/balance_plan.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/balance_plan.py"
 
@@ -85,5 +98,9 @@ rule contact_sheet:
     params:
         per_class=4,
         seed=config["report"]["seed"],
+    log:
+        "results/logs/{scheme}/contact_sheet.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/contact_sheet.py"

@@ -1,4 +1,4 @@
-"""Stage 4: cross-validated metrics, the leakage check, the paper's figures."""
+"""Stage 4: cross-validated metrics, the leakage check, the paper's figures, provenance."""
 
 
 rule evaluate:
@@ -7,6 +7,10 @@ rule evaluate:
         fits=expand("results/{{scheme}}/{{balance}}/{{method}}/fold{fold}/{{classifier}}/fit.json", fold=FOLDS),
     output:
         metrics="results/{scheme}/{balance}/{method}/{classifier}/metrics.json",
+    log:
+        "results/logs/{scheme}/{balance}/{method}/{classifier}/evaluate.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/evaluate_run.py"
 
@@ -18,6 +22,11 @@ rule collect_metrics:
         report("results/metrics.tsv", category="2. Metrics", caption="../report/metrics.rst"),
     params:
         runs=evaluation_runs(),
+        config_digest=CONFIG_DIGEST,
+    log:
+        "results/logs/collect_metrics.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/collect_metrics.py"
 
@@ -34,40 +43,49 @@ rule leakage_check:
     params:
         runs=evaluation_runs(),
         folds=FOLDS,
+    log:
+        "results/logs/leakage_check.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/leakage_check.py"
 
 
-def _main_metrics(wildcards):
-    return {f"{b}|{m}": f"{run_dir(wildcards.scheme, b, m)}/{c}/metrics.json"
-            for b in STRATEGIES for m, c in ((f"k{K_MAIN}", "xgboost"), ("baseline", "linear_softmax"))}
-
-
 rule figure_accuracy_grid:
     input:
-        unpack(_main_metrics),
+        unpack(main_metrics),
     output:
         report("results/figures/{scheme}/accuracy_grid.png", category="3. Figures", subcategory="{scheme}",
                caption="../report/accuracy_grid.rst"),
+    log:
+        "results/logs/figures/{scheme}/accuracy_grid.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/figure_accuracy_grid.py"
 
 
 rule figure_confusion_matrices:
     input:
-        unpack(_main_metrics),
+        unpack(main_metrics),
     output:
         report("results/figures/{scheme}/confusion_matrices.png", category="3. Figures", subcategory="{scheme}",
                caption="../report/confusion_matrices.rst"),
     params:
         balance=MAIN_STRATEGY,
+    log:
+        "results/logs/figures/{scheme}/confusion_matrices.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/figure_confusion_matrices.py"
 
 
 rule figure_tsne:
     input:
-        vlads=expand("results/{{scheme}}/{balance}/k{k}/fold{fold}/vlad.h5", balance=STRATEGIES, k=K_MAIN, fold=FOLDS),
+        # one named list per balance strategy: the script never parses paths
+        **{b: expand("results/{{scheme}}/{balance}/k{k}/fold{fold}/vlad.h5", balance=b, k=K_MAIN, fold=FOLDS)
+           for b in STRATEGIES},
     output:
         report("results/figures/{scheme}/tsne.png", category="3. Figures", subcategory="{scheme}",
                caption="../report/tsne.rst"),
@@ -75,6 +93,10 @@ rule figure_tsne:
         strategies=STRATEGIES,
         perplexity=config["report"]["tsne_perplexity"],
         seed=config["report"]["seed"],
+    log:
+        "results/logs/figures/{scheme}/tsne.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/figure_tsne.py"
 
@@ -89,7 +111,11 @@ rule figure_k_study:
         time=report("results/figures/{scheme}/fit_time.png", category="3. Figures", subcategory="{scheme}",
                     caption="../report/fit_time.rst"),
     params:
-        runs=lambda wildcards: [(k, c) for k in K_VALUES for c in CLASSIFIERS],
+        runs=[(k, c) for k in K_VALUES for c in CLASSIFIERS],
+    log:
+        "results/logs/figures/{scheme}/k_study.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/figure_k_study.py"
 
@@ -104,6 +130,10 @@ rule figure_misclassified:
                caption="../report/misclassified.rst"),
     params:
         n=config["report"]["gallery_size"],
+    log:
+        "results/logs/figures/{scheme}/misclassified.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/figure_misclassified.py"
 
@@ -115,10 +145,13 @@ rule figure_activations:
         report("results/figures/{scheme}/activations.png", category="3. Figures", subcategory="{scheme}",
                caption="../report/activations.rst"),
     params:
-        hypercolumns=config["hypercolumns"],
+        extraction=EXTRACTION,
         weights=config["weights"],
-        weights_cache=config["weights_cache"],
         seed=config["report"]["seed"],
+    log:
+        "results/logs/figures/{scheme}/activations.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/figure_activations.py"
 
@@ -129,5 +162,10 @@ rule provenance:
         config=report("results/config.yaml", category="4. Provenance", caption="../report/config.rst"),
     params:
         config=config,
+        config_digest=CONFIG_DIGEST,
+    log:
+        "results/logs/provenance.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/provenance.py"

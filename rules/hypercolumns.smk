@@ -8,9 +8,12 @@ checkpoint hypercolumn_manifest:
     output:
         manifest="results/hypercolumns/manifest.tsv",
     params:
-        hypercolumns=config["hypercolumns"],
+        extraction=EXTRACTION,
+        shards=config["hypercolumns"]["shards"],
     log:
         "results/logs/hypercolumn_manifest.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/hypercolumn_manifest.py"
 
@@ -30,10 +33,8 @@ rule extract_hypercolumns:
     params:
         members=shard_members,
         manifest="results/hypercolumns/manifest.tsv",
-        hypercolumns=config["hypercolumns"],
+        extraction=EXTRACTION,
         weights=config["weights"],
-        weights_cache=config["weights_cache"],
-        device=config["device"],
     threads: CORES
     resources:
         gpu=1,
@@ -41,5 +42,7 @@ rule extract_hypercolumns:
         "results/benchmarks/extract_hypercolumns/shard-{shard}.tsv"
     log:
         "results/logs/hypercolumns/shard-{shard}.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/extract_hypercolumns.py"

@@ -9,8 +9,7 @@ rule fit_dictionary:
         dictionary="results/{scheme}/{balance}/k{k}/fold{fold}/dictionary.h5",
     params:
         dictionary=config["dictionary"],
-        vlad=config["vlad"],
-        device=config["device"],
+        pca={key: config["vlad"][key] for key in ("pca_dim", "pca_whiten")},
     threads: LEARNING_THREADS
     resources:
         gpu=1,
@@ -18,6 +17,8 @@ rule fit_dictionary:
         "results/benchmarks/fit_dictionary/{scheme}-{balance}-k{k}-fold{fold}.tsv"
     log:
         "results/logs/{scheme}/{balance}/k{k}/fold{fold}/fit_dictionary.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/fit_dictionary.py"
 
@@ -30,8 +31,7 @@ rule encode_vlad:
     output:
         vlad="results/{scheme}/{balance}/k{k}/fold{fold}/vlad.h5",
     params:
-        vlad=config["vlad"],
-        device=config["device"],
+        power_norm=config["vlad"]["power_norm"],
     threads: LEARNING_THREADS
     resources:
         gpu=1,
@@ -39,6 +39,8 @@ rule encode_vlad:
         "results/benchmarks/encode_vlad/{scheme}-{balance}-k{k}-fold{fold}.tsv"
     log:
         "results/logs/{scheme}/{balance}/k{k}/fold{fold}/encode_vlad.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/encode_vlad.py"
 
@@ -52,7 +54,6 @@ rule train_classifier:
         fit="results/{scheme}/{balance}/k{k}/fold{fold}/{classifier}/fit.json",
     params:
         settings=lambda wildcards: config[wildcards.classifier],
-        device=config["device"],
     threads: LEARNING_THREADS
     resources:
         gpu=lambda wildcards: int(wildcards.classifier == "xgboost"),
@@ -60,6 +61,8 @@ rule train_classifier:
         "results/benchmarks/train_classifier/{scheme}-{balance}-k{k}-fold{fold}-{classifier}.tsv"
     log:
         "results/logs/{scheme}/{balance}/k{k}/fold{fold}/{classifier}.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/train_classifier.py"
 
@@ -79,5 +82,7 @@ rule train_baseline:
         "results/benchmarks/train_baseline/{scheme}-{balance}-fold{fold}.tsv"
     log:
         "results/logs/{scheme}/{balance}/baseline/fold{fold}/linear_softmax.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/train_baseline.py"

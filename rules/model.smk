@@ -8,10 +8,18 @@ rule train_model:
     output:
         model="results/model/{scheme}/model.json",
     params:
+        # Only what changes the model: editing predict.input or report.* must not retrain it.
         k=K_MAIN,
         classifier=config["model"]["classifier"],
+        classifier_settings=config[config["model"]["classifier"]],
         balance=MAIN_STRATEGY,
-        config=config,
+        per_class=config["balance"]["per_class"],
+        balance_seed=config["balance"]["seed"],
+        dictionary=config["dictionary"],
+        pca={key: config["vlad"][key] for key in ("pca_dim", "pca_whiten")},
+        power_norm=config["vlad"]["power_norm"],
+        extraction=EXTRACTION,
+        weights=config["weights"],
     threads: LEARNING_THREADS
     resources:
         gpu=1,
@@ -19,6 +27,8 @@ rule train_model:
         "results/benchmarks/train_model/{scheme}.tsv"
     log:
         "results/logs/model/{scheme}.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/train_model.py"
 
@@ -30,17 +40,18 @@ rule predict:
     output:
         predictions="results/predictions/predictions.csv",
         shares="results/predictions/predictions_shares.csv",
+        # files that could not be decoded (file, reason): skipped, the others are still classified
+        unreadable="results/predictions/predictions_unreadable.csv",
     params:
         weights=config["weights"],
-        weights_cache=config["weights_cache"],
         taps=config["hypercolumns"]["taps"],
-        device=config["device"],
-        batch_size=config["hypercolumns"]["batch_size"],
     resources:
         gpu=1,
     benchmark:
         "results/benchmarks/predict.tsv"
     log:
         "results/logs/predict.log",
+    conda:
+        "../envs/cntem.yaml"
     script:
         "../workflow_scripts/predict_images.py"

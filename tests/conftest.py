@@ -41,3 +41,23 @@ def weights():
     from cntem.backbone import load_weights
 
     return load_weights(str(SHARED_WEIGHTS) if SHARED_WEIGHTS.exists() else "random")
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The workflow's files as a user's checkout has them, so commands run from its root as the README says."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "rules", "config", "workflow_scripts", "report", "envs", "profiles"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(source, dest / name)
+    (dest / "results").mkdir(exist_ok=True)
+    return dest
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    return copy_checkout(tmp_path / "checkout")

@@ -1,4 +1,7 @@
+"""The config means what it says: schema defaults are the paper's method, and experiments don't inherit the demo."""
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -6,43 +9,116 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from cntem.config import consistency_problems, schema_problems
+
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "config" / "schema.yaml")
+PAPER_TAPS = ["block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3"]
 
 
 def load(name):
     return yaml.safe_load((REPO / "config" / name).read_text())
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "niosh.yaml"])
+def with_defaults(config):
+    config = copy.deepcopy(config)
+    validate(config, SCHEMA, set_default=True)
+    return config
+
+
+def effective_config(checkout, *configfiles, extra=()):
+    """The config as Snakemake resolves it for a run from the checkout's root (as users run it): what the
+    provenance rule writes to results/config.yaml."""
+    args = ["--configfile", *map(str, configfiles)] if configfiles else []
+    done = subprocess.run([sys.executable, "-m", "snakemake", "results/config.yaml", "--cores", "1", *args, *extra],
+                          cwd=checkout, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return yaml.safe_load((checkout / "results" / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "niosh.yaml"])
 def test_shipped_configs_are_valid(name):
-    config = load(name)
-    validate(config, SCHEMA, set_default=True)
-    assert config["hypercolumns"]["density"] == 0.1 and config["k"] == 50
+    config = with_defaults(load(name))
+    assert consistency_problems(config) == []
 
 
-def test_defaults_are_the_papers():
-    config = {"data": {"dir": "x"}}
-    validate(config, SCHEMA, set_default=True)
+def test_niosh_config_is_the_papers_protocol_key_by_key(checkout):
+    config = effective_config(checkout, "config/niosh.yaml")
     hc = config["hypercolumns"]
-    assert hc["taps"] == ["block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3"]
-    assert hc["image_size"] == 224 and hc["resize"] == "squash" and config["cv"]["folds"] == 5
+    assert hc["taps"] == PAPER_TAPS and hc["density"] == 0.1
+    assert hc["image_size"] == 224 and hc["resize"] == "squash"
     assert config["k"] == 50 and config["k_values"] == [10, 20, 50, 100, 200, 300]
+    assert config["vlad"] == {"pca_dim": None, "pca_whiten": False, "power_norm": False}  # full 73,600-d VLAD
+    assert config["model"]["classifier"] == "xgboost" and config["classifiers"][0] == "xgboost"
+    assert config["cv"]["folds"] == 5
+    assert config["balance"] == {"strategies": ["none", "rotate"], "per_class": 600, "seed": 42}
+    assert config["schemes"] == ["4class", "8class"] and config["weights"] == "keras-imagenet"
+    assert config["demo"]["enabled"] is False and config["predict"]["input"] is None
+    assert config["data"]["dir"] == "data/niosh"
 
 
-def test_unknown_key_is_named():
-    config = copy.deepcopy(load("config.yaml"))
+def test_schema_defaults_are_the_method_niosh_states():
+    """niosh.yaml spells out the paper's method; a config that omits it gets the same from the schema."""
+    niosh, defaults = with_defaults(load("niosh.yaml")), with_defaults({"data": {"dir": "x"}})
+    for key in ("cv", "dictionary", "vlad", "k", "k_values", "classifiers", "xgboost", "random_forest",
+                "adaboost", "baseline", "weights", "device"):
+        assert defaults[key] == niosh[key], key
+    for key in ("taps", "density", "image_size", "resize", "seed"):
+        assert defaults["hypercolumns"][key] == niosh["hypercolumns"][key], key
+
+
+def test_own_data_config_gets_no_demo_setting(checkout):
+    own = checkout / "own.yaml"
+    own.write_text(yaml.safe_dump({"data": {"dir": "micrographs", "layout": "folders"}}))
+    config = effective_config(checkout, own)
+    assert config == with_defaults({"data": {"dir": "micrographs", "layout": "folders"}})
+    assert config["vlad"]["pca_dim"] is None and config["predict"]["input"] is None
+    assert config["demo"]["enabled"] is False and config["k_values"] == [10, 20, 50, 100, 200, 300]
+
+
+def test_a_run_naming_no_data_is_the_demo(checkout):
+    config = effective_config(checkout, extra=["--config", "weights=random"])
+    assert config == with_defaults({**load("demo.yaml"), "weights": "random"})
+
+
+def test_results_config_carries_its_digest(checkout):
+    from cntem.config import config_digest
+
+    own = checkout / "own.yaml"
+    own.write_text(yaml.safe_dump({"data": {"dir": "micrographs"}}))
+    config = effective_config(checkout, own)
+    text = (checkout / "results" / "config.yaml").read_text()
+    assert f"Its digest, {config_digest(config)}," in text
+
+
+def test_unknown_key_is_named_in_one_line():
+    config = copy.deepcopy(load("demo.yaml"))
     config["hypercolumns"]["densty"] = 0.2
-    with pytest.raises(WorkflowError, match="densty"):
-        validate(config, SCHEMA)
+    config["colour"] = "blue"
+    problems = schema_problems(config, yaml.safe_load(Path(SCHEMA).read_text()))
+    assert problems == [
+        "top level: unknown key 'colour'; known keys: adaboost, balance, baseline, classifiers, custom_schemes, cv, "
+        "data, demo, device, dictionary, hypercolumns, k, k_values, model, predict, random_forest, report, "
+        "schemes, vlad, weights, weights_cache, xgboost",
+        "hypercolumns: unknown key 'densty'; known keys: batch_size, density, image_size, resize, seed, shards, taps"]
 
 
 def test_bad_value_is_named():
-    config = copy.deepcopy(load("config.yaml"))
+    config = copy.deepcopy(load("demo.yaml"))
     config["data"]["layout"] = "flat"
     with pytest.raises(WorkflowError, match="flat"):
         validate(config, SCHEMA)
-    config = copy.deepcopy(load("config.yaml"))
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    config = copy.deepcopy(load("demo.yaml"))
     config["hypercolumns"]["density"] = 1.5
-    with pytest.raises(WorkflowError, match="1.5"):
-        validate(config, SCHEMA)
+    assert schema_problems(config, schema) == ["hypercolumns.density: 1.5 is greater than the maximum of 1"]
+
+
+def test_k_beyond_the_dictionary_sample_is_refused_with_the_config():
+    config = with_defaults({"data": {"dir": "x"}, "k_values": [10, 500], "dictionary": {"sample_size": 300}})
+    assert consistency_problems(config) == [
+        "dictionary.sample_size: 300 vectors cannot fit K = 500 centroids (k / k_values); raise sample_size "
+        "(FAISS wants about 40 per centroid, 20000) or lower K"]
+    wide = with_defaults({"data": {"dir": "x"}, "vlad": {"pca_dim": 2000}})
+    assert "vlad.pca_dim: 2000 exceeds the 1472 hypercolumn features" in consistency_problems(wide)[0]
+    assert consistency_problems(with_defaults({"data": {"dir": "x"}})) == []

@@ -1,8 +1,12 @@
+import logging
 
 import numpy as np
 import pytest
+import tifffile
+from PIL import Image
 
-from cntem.io import InputError, discover, ingest, label_for_scheme, read_grey, to_grey_uint8
+from cntem.io import (IGNORED_LABELS_CSV, IGNORED_NOT_IN_CSV, IGNORED_SIDECAR, InputError, discover, ingest,
+                      label_for_scheme, read_grey, to_grey_uint8)
 from cntem.schemes import BUILTIN_SCHEMES, canonical_label, resolve_scheme
 
 from conftest import write_image
@@ -30,8 +34,8 @@ def test_rgb_uses_luma_weights_and_8_bit_passes_through():
 
 
 def test_folders_layout_reads_every_format(folder_dataset):
-    rows, skipped = ingest(folder_dataset, "folders")
-    assert skipped == []
+    rows, skipped, ignored = ingest(folder_dataset, "folders")
+    assert skipped == [] and ignored == {}
     assert len(rows) == 18
     assert {r["source_label"] for r in rows} == {"Cl", "Fi", "Ma"}
     by_id = {r["id"]: r for r in rows}
@@ -49,7 +53,7 @@ def test_niosh_names_and_labels_csv_override_labels_and_groups(tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_text("path,label,group\nNonCNT-0001.tif,Graphene Sheets,g1\nNonCNT-0002.tif,SP,\n"
                       "CNT-Fiber-0001.tif,Fiber,g1\n")
-    rows = {r["id"]: r for r in discover(root, "niosh", str(labels))}
+    rows = {r["id"]: r for r in discover(root, "niosh", str(labels))[0]}
     assert rows["CNT-MatrixSurface-0001.tif"]["source_label"] == "MS"
     assert rows["CNT-Matrix-0001.tif"]["source_label"] == "Ma"
     assert rows["NonCNT-0001.tif"]["source_label"] == "GS"
@@ -58,24 +62,57 @@ def test_niosh_names_and_labels_csv_override_labels_and_groups(tmp_path):
 
 
 def test_every_bad_input_is_reported_in_one_message(folder_dataset):
-    (folder_dataset / "Cl" / "notes.txt").write_text("not an image")
+    (folder_dataset / "Cl" / "scan.dm3").write_bytes(b"\x00\x00\x00\x03 DigitalMicrograph")
     good = (folder_dataset / "Fi" / "img0.tif").read_bytes()
     (folder_dataset / "Fi" / "broken.tif").write_bytes(good[: len(good) // 3])
     (folder_dataset / "stray.png").write_bytes(b"")
     with pytest.raises(InputError) as err:
         ingest(folder_dataset, "folders")
     text = str(err.value)
-    assert "notes.txt: unsupported format" in text
+    # an image format we cannot read is refused by name (the user expects it classified), not ignored
+    assert "scan.dm3: unsupported format '.dm3' (Gatan DigitalMicrograph); export it as TIFF" in text
     assert "stray.png: no label" in text  # discovery problems come first, all at once
-    (folder_dataset / "Cl" / "notes.txt").unlink()
+    (folder_dataset / "Cl" / "scan.dm3").unlink()
     (folder_dataset / "stray.png").unlink()
     with pytest.raises(InputError, match=r"broken.tif: unreadable or truncated"):
         ingest(folder_dataset, "folders")
 
 
+def test_labels_csv_and_sidecar_files_in_the_data_folder_are_ignored_and_counted(folder_dataset):
+    labels = folder_dataset / "labels.csv"  # the usual place for it
+    labels.write_text("path,label,group\nCl/img1.png,Cl,pair\nCl/img2.jpg,Cl,pair\n")
+    (folder_dataset / "README.txt").write_text("acquired 2024-05-02, 200 kV")
+    (folder_dataset / "Cl" / "img1.json").write_text("{}")
+    (folder_dataset / "Fi" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    rows, skipped, ignored = ingest(folder_dataset, "folders", str(labels))
+    assert len(rows) == 18 and skipped == []
+    groups = {r["id"]: r["group"] for r in rows}
+    assert groups["Cl/img1.png"] == groups["Cl/img2.jpg"] == "pair"  # the CSV was read, not just skipped
+    assert ignored == {IGNORED_LABELS_CSV: ["labels.csv"],
+                       IGNORED_SIDECAR: ["Cl/img1.json", "Fi/Thumbs.db", "README.txt"]}
+
+
+def test_layout_labels_ignores_every_file_the_csv_does_not_name(tmp_path):
+    root = tmp_path / "data"
+    for i, name in enumerate(["a.tif", "b.png", "unused.tif"]):
+        write_image(root / name, seed=i)
+    (root / "old" / "scan.dm4").parent.mkdir()
+    (root / "old" / "scan.dm4").write_bytes(b"\x00\x00\x00\x04")
+    (root / "notes.md").write_text("# notes")
+    labels = root / "labels.csv"
+    labels.write_text("a.tif,Cl\nb.png,Fi\n")
+    rows, ignored = discover(root, "labels", str(labels))
+    assert {r["id"]: r["source_label"] for r in rows} == {"a.tif": "Cl", "b.png": "Fi"}
+    assert ignored == {IGNORED_LABELS_CSV: ["labels.csv"], IGNORED_SIDECAR: ["notes.md"],
+                       IGNORED_NOT_IN_CSV: ["old/scan.dm4", "unused.tif"]}
+    labels.write_text("a.tif,Cl\nb.png,Fi\nold/scan.dm4,Ma\n")  # named, so it must be readable
+    with pytest.raises(InputError, match=r"scan.dm4: unsupported format '.dm4'"):
+        discover(root, "labels", str(labels))
+
+
 def test_on_bad_image_skip_logs_instead_of_failing(folder_dataset):
     (folder_dataset / "Ma" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    rows, skipped = ingest(folder_dataset, "folders", on_bad_image="skip")
+    rows, skipped, _ = ingest(folder_dataset, "folders", on_bad_image="skip")
     assert len(rows) == 18
     assert len(skipped) == 1 and "broken.png" in skipped[0]
 
@@ -83,7 +120,7 @@ def test_on_bad_image_skip_logs_instead_of_failing(folder_dataset):
 def test_byte_identical_images(folder_dataset):
     src = folder_dataset / "Cl" / "img0.tif"
     (folder_dataset / "Cl" / "copy.tif").write_bytes(src.read_bytes())
-    rows, _ = ingest(folder_dataset, "folders")
+    rows, _, _ = ingest(folder_dataset, "folders")
     groups = {r["id"]: r["group"] for r in rows}
     assert groups["Cl/copy.tif"] == groups["Cl/img0.tif"]  # one label: one group
     (folder_dataset / "Fi" / "copy.tif").write_bytes(src.read_bytes())
@@ -101,7 +138,7 @@ def test_empty_dataset_and_missing_folder(tmp_path):
 
 def test_label_not_in_scheme_and_too_few_images_per_class(folder_dataset):
     write_image(folder_dataset / "Fibre-typo" / "x.tif", seed=9)
-    rows, _ = ingest(folder_dataset, "folders")
+    rows, _, _ = ingest(folder_dataset, "folders")
     with pytest.raises(InputError, match=r"label 'Fibre-typo' is not in the class scheme"):
         label_for_scheme(rows, resolve_scheme("4class"), 5)
     rows = [r for r in rows if r["source_label"] != "Fibre-typo"]
@@ -109,6 +146,66 @@ def test_label_not_in_scheme_and_too_few_images_per_class(folder_dataset):
         label_for_scheme(rows, resolve_scheme("4class"), 7)
     labelled, excluded = label_for_scheme(rows, {"Cl": "Cl", "Fi": "Fi", "Ma": None}, 5)
     assert {r["class"] for r in labelled} == {"Cl", "Fi"} and excluded == {"Ma": 6}
+
+
+def test_a_scheme_class_with_no_image_is_an_error(folder_dataset):
+    for image in (folder_dataset / "Ma").iterdir():
+        image.unlink()  # an empty class folder must not quietly turn 3 classes into 2
+    rows, _, _ = ingest(folder_dataset, "folders")
+    with pytest.raises(InputError, match=r"class 'Ma' of cnt3 has no image \(no image is labelled Ma\)"):
+        label_for_scheme(rows, {"Cl": "Cl", "Fi": "Fi", "Ma": "Ma"}, 5, scheme_name="cnt3")
+    with pytest.raises(InputError) as err:
+        label_for_scheme(rows, {"Cl": "CNT", "Fi": "CNT", "Ma": "M", "MS": "M"}, 5, scheme_name="merged")
+    assert "class 'M' of merged has no image (no image is labelled MS or Ma)" in str(err.value)
+    assert "drop merged from schemes" in str(err.value) and "'CNT'" not in str(err.value)
+
+
+def test_8class_without_non_cnt_sub_classes_says_how_to_give_them():
+    rows = [{"path": f"/data/{label}-{i}.tif", "source_label": label, "group": f"{label}-{i}"}
+            for label in ["Cl", "Fi", "Ma", "MS", "NC"] for i in range(6)]
+    with pytest.raises(InputError) as err:
+        label_for_scheme(rows, resolve_scheme("8class"), 5, scheme_name="8class")
+    text = str(err.value)
+    for sub_class in ["GS", "SP", "HDP", "PR"]:
+        assert f"class '{sub_class}' of 8class has no image" in text
+    assert "class 'O'" not in text and "class 'Cl'" not in text  # Others is left out, as in the paper
+    assert "6 image(s) are labelled NC (Non-CNT) without a sub-class" in text
+    assert "in data.labels_csv" in text and "drop 8class from schemes" in text
+
+
+@pytest.mark.parametrize("writer", ["tifffile", "pillow"])
+def test_multi_page_tiff_reads_page_0_with_a_warning(folder_dataset, caplog, writer):
+    pages = np.random.default_rng(5).integers(0, 256, size=(3, 40, 48), dtype=np.uint8)
+    stack = folder_dataset / "Cl" / "stack.tif"
+    if writer == "tifffile":
+        tifffile.imwrite(stack, pages, photometric="minisblack")
+    else:  # what most other software writes: plain pages, no tifffile shape metadata
+        frames = [Image.fromarray(page) for page in pages]
+        frames[0].save(stack, save_all=True, append_images=frames[1:])
+    assert np.array_equal(read_grey(stack), pages[0])  # page 0 itself, not a luma mix of 3 pages
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cntem.io"):
+        rows, _, _ = ingest(folder_dataset, "folders")
+    assert {r["id"]: (r["width"], r["height"]) for r in rows}["Cl/stack.tif"] == (48, 40)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(stack) in warnings[0] and "3 pages" in warnings[0]
+
+
+def test_tiff_thumbnail_pages_and_single_page_rgb_are_read_as_one_image(tmp_path, caplog):
+    full = np.random.default_rng(6).integers(0, 256, size=(40, 48), dtype=np.uint8)
+    with tifffile.TiffWriter(tmp_path / "with_thumbnail.tif") as tif:
+        tif.write(full)
+        tif.write(full[::4, ::4], subfiletype=1)  # a reduced-resolution preview of page 0
+    rgb = np.random.default_rng(7).integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "interleaved.tif", rgb, photometric="rgb")
+    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(rgb, -1, 0), photometric="rgb",
+                     planarconfig="separate")
+    with caplog.at_level(logging.WARNING, logger="cntem.io"):
+        assert np.array_equal(read_grey(tmp_path / "with_thumbnail.tif"), full)
+        luma = np.rint(rgb @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+        assert np.array_equal(read_grey(tmp_path / "interleaved.tif"), luma)
+        assert np.array_equal(read_grey(tmp_path / "planar.tif"), luma)
+    assert caplog.records == []  # a preview page or RGB samples make no stack
 
 
 def test_ingestion_never_writes_into_the_input_folder(folder_dataset):

@@ -38,14 +38,14 @@ def test_dataset_uses_niosh_names_and_a_labels_file(tmp_path):
                      "NonCNT-0001.tif", "NonCNT-0002.tif", "NonCNT-0003.tif"]
     rows = list(csv.reader(open(labels)))
     assert rows[0] == ["path", "label"] and sorted(r[1] for r in rows[1:]) == ["GS", "GS", "HDP"]
-    table, _ = ingest(tmp_path / "images", "niosh", labels)
+    table, _, _ = ingest(tmp_path / "images", "niosh", labels)
     assert sorted(r["source_label"] for r in table) == ["Cl", "Cl", "Fi", "GS", "GS", "HDP"]
     assert tifffile.imread(tmp_path / "images" / "CNT-Fiber-0001.tif").ndim == 2
 
 
 def test_contact_sheet_is_written(tmp_path):
     generate_dataset(tmp_path / "images", {"Cl": 2, "Ma": 2}, seed=0, size_range=(64, 64))
-    table, _ = ingest(tmp_path / "images", "niosh")
+    table, _, _ = ingest(tmp_path / "images", "niosh")
     out = tmp_path / "sheet.png"
     contact_sheet([{**r, "class": r["source_label"]} for r in table], out, per_class=2)
     assert out.stat().st_size > 10_000 and out.with_suffix(".pdf").exists()

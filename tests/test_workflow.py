@@ -93,7 +93,7 @@ def test_report_model_and_predictions(tiny_run):
     assert bundle.meta["classes"] == ["Cl", "Fi", "Ma"] and bundle.meta["k"] == 8
     assert (tiny_run / "results" / "model" / "tiny" / "classifier.ubj").exists()
     rows = list(csv.DictReader(open(tiny_run / "results" / "predictions" / "predictions.csv")))
-    assert len(rows) == 24 and set(rows[0]) == {"file", "class", "probability", "p_Cl", "p_Fi", "p_Ma"}
+    assert len(rows) == 24 and set(rows[0]) == {"file", "class", "probability", "p_Cl", "p_Fi", "p_Ma", "note"}
     shares = list(csv.DictReader(open(tiny_run / "results" / "predictions" / "predictions_shares.csv")))
     assert sum(int(s["images"]) for s in shares) == 24
     assert abs(sum(float(s["share"]) for s in shares) - 1) < 1e-3
@@ -151,9 +151,26 @@ def test_adding_images_reruns_only_their_shards(tmp_path):
     assert sorted(p.relative_to(data).as_posix() for p in data.rglob("*")) == listing  # input folder untouched
 
 
-def test_invalid_config_names_the_key(tmp_path):
-    bad = {**TINY, "hypercolumns": {"density": 0.1, "imagesize": 64}}
+def test_invalid_config_names_the_key_in_one_line(tmp_path):
+    bad = {**TINY, "hypercolumns": {"density": 0.1, "imagesize": 64}, "colour": "blue"}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(bad))
     result = subprocess.run(SNAKEMAKE + ["--directory", str(tmp_path), "-n", "--configfile", str(tmp_path / "config.yaml")],
                             capture_output=True, text=True)
-    assert result.returncode != 0 and "imagesize" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "invalid config (2 problem(s))" in output
+    assert "top level: unknown key 'colour'" in output and "hypercolumns: unknown key 'imagesize'" in output
+    assert len(output.splitlines()) < 10 and "Traceback" not in output  # not the whole schema
+
+
+def test_lint_is_clean():
+    result = subprocess.run(SNAKEMAKE + ["--lint"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_editing_predict_or_report_settings_retrains_nothing(tiny_run):
+    edited = {**TINY, "predict": {"input": "results/demo/images/CNT-Fiber-0001.tif"},
+              "report": {"tsne_perplexity": 5, "seed": 3}, "hypercolumns": {**TINY["hypercolumns"], "batch_size": 4}}
+    plan = snakemake(tiny_run, edited, "-n")
+    for rule in ("extract_hypercolumns", "fit_dictionary", "encode_vlad", "train_classifier", "train_model"):
+        assert f"rule {rule}:" not in plan, rule
+    assert "rule predict:" in plan and "rule figure_tsne:" in plan  # what those settings do change

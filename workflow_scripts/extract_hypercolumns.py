@@ -1,19 +1,22 @@
 """Rule extract_hypercolumns: one HDF5 shard of sparse VGG16 hypercolumns."""
 import torch
 
-from cntem import log_to
+from cntem import rule_log
 from cntem.backbone import load_weights, resolve_device
 from cntem.hypercolumns import ExtractionSettings, extract_shard
-from cntem.shards import check_disk, shard_bytes
 from cntem.io import read_table
+from cntem.shards import check_disk, shard_bytes
 
-log = log_to(snakemake.log[0])
+log = rule_log(snakemake.log[0])
+# Batch size, device and weights cache change only how fast the shard is made, not what it holds:
+# they come from the config, not from the rule's params (whose change would re-extract the shard).
+runtime = snakemake.config
 manifest = {(r["id"], r["rotation"]): r for r in read_table(snakemake.params.manifest)}
 entries = [manifest[tuple(m.rsplit("@", 1))] for m in snakemake.params.members.split(";")]
-settings = ExtractionSettings.from_config(snakemake.params.hypercolumns)
-device = resolve_device(snakemake.params.device)
+settings = ExtractionSettings.from_config(snakemake.params.extraction, runtime["hypercolumns"]["batch_size"])
+device = resolve_device(runtime["device"])
 torch.set_num_threads(max(snakemake.threads - 1, 1) if device.type == "cpu" else snakemake.threads)
-weights = load_weights(snakemake.params.weights, snakemake.params.weights_cache)
+weights = load_weights(snakemake.params.weights, runtime["weights_cache"])
 if weights.is_random:
     log.warning("weights: random - for tests only; every output is stamped weights_random=True")
 check_disk(snakemake.output.shard.rsplit("/", 1)[0], shard_bytes(len(entries), settings))

@@ -1,12 +1,16 @@
 """Rule figure_confusion_matrices: the paper's Fig. 11 (and the LS baseline beside it)."""
 import json
 
+from cntem import rule_log
 from cntem.plots import METHOD_TITLES, confusion_matrices
 
+log = rule_log(snakemake.log[0])
 balance = snakemake.params.balance
 panels = {}
 for key, path in snakemake.input.items():
     b, method = key.split("|")
     if b == balance:
-        panels[METHOD_TITLES["baseline" if method == "baseline" else "hcol"]] = json.load(open(path))
+        with open(path) as fh:
+            panels[METHOD_TITLES["baseline" if method == "baseline" else "hcol"]] = json.load(fh)
 confusion_matrices(dict(sorted(panels.items(), reverse=True)), snakemake.output[0], snakemake.wildcards.scheme)
+log.info("confusion matrices of %s (%s): %s", snakemake.wildcards.scheme, balance, ", ".join(panels))

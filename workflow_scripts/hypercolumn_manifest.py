@@ -6,14 +6,14 @@ adding images re-extracts only the shards those images fall into.
 """
 from pathlib import Path
 
-from cntem import log_to
+from cntem import rule_log
 from cntem.hypercolumns import ExtractionSettings
 from cntem.shards import assign_shard, check_disk, shard_bytes
 from cntem.io import read_table, write_table
 
-log = log_to(snakemake.log[0])
-settings = ExtractionSettings.from_config(snakemake.params.hypercolumns)
-n_shards = snakemake.params.hypercolumns["shards"]
+log = rule_log(snakemake.log[0])
+settings = ExtractionSettings.from_config(snakemake.params.extraction)
+n_shards = snakemake.params.shards
 paths = {r["id"]: r["path"] for r in read_table(snakemake.input.table)}
 
 rotations = {}

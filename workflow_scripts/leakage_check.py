@@ -1,10 +1,12 @@
 """Rule leakage_check: fail if any validation image helped fit a dictionary, PCA or classifier of its fold."""
 import json
 
+from cntem import rule_log
 from cntem.dictionary import Dictionary
 from cntem.evaluate import check_leakage
 from cntem.io import read_table
 
+log = rule_log(snakemake.log[0])
 groups = {}
 for path in snakemake.input.folds:
     scheme = path.split("/")[-2]
@@ -16,7 +18,8 @@ for scheme, balance, method, classifier in snakemake.params.runs:
     for fold in snakemake.params.folds:
         run = f"results/{scheme}/{balance}/{method}/fold{fold}"
         val_ids = {r["id"] for r in plans[(scheme, balance)] if r["role"] == "val" and int(r["fold"]) == fold}
-        fit = json.load(open(f"{run}/{classifier}/fit.json"))
+        with open(f"{run}/{classifier}/fit.json") as fh:
+            fit = json.load(fh)
         fitted = {f"{classifier} classifier": fit["train_ids"],
                   f"{classifier} early stopping": fit.get("early_stopping_groups", [])}
         if method != "baseline":  # the dictionary (and PCA, fitted on the same sample)
@@ -26,3 +29,4 @@ for scheme, balance, method, classifier in snakemake.params.runs:
 lines = check_leakage(records)
 with open(snakemake.output[0], "w") as fh:
     fh.write(f"no leakage in {len(records)} (run, fold) pairs\n" + "\n".join(lines) + "\n")
+log.info("no leakage in %d (run, fold) pairs", len(records))

@@ -1,11 +1,11 @@
 """Rule folds: stratified, group-aware cross-validation folds."""
 from collections import Counter
 
-from cntem import log_to
+from cntem import rule_log
 from cntem.folds import FOLD_COLUMNS, assign_folds
 from cntem.io import read_table, write_table
 
-log = log_to(snakemake.log[0])
+log = rule_log(snakemake.log[0])
 cv = snakemake.params.cv
 rows = assign_folds(read_table(snakemake.input.table), cv["folds"], cv["seed"])
 write_table(snakemake.output.folds, rows, FOLD_COLUMNS)

@@ -1,13 +1,20 @@
-"""Rule predict: classify the images of config predict.input with the trained model."""
-from cntem import log_to
-from cntem.backbone import load_weights, resolve_device
-from cntem.predict import Bundle, list_images, predict_images, write_predictions
+"""Rule predict: classify the images of config predict.input with the trained model.
 
-log = log_to(snakemake.log[0])
+Unreadable files are skipped and listed (predictions_unreadable.csv and this rule's log); the job
+fails only when no image at all could be classified.
+"""
+from cntem import rule_log
+from cntem.backbone import load_weights, resolve_device
+from cntem.predict import Bundle, list_images, predict_images, require_a_classified_image, write_predictions
+
+log = rule_log(snakemake.log[0])
+runtime = snakemake.config  # device, batch size, weights cache: how fast, not what is predicted
 bundle = Bundle(snakemake.input.model)
-weights = load_weights(snakemake.params.weights, snakemake.params.weights_cache)
+weights = load_weights(snakemake.params.weights, runtime["weights_cache"])
 bundle.check_compatible(weights, snakemake.params.taps)
-rows = predict_images(bundle, list_images([snakemake.input.images]), weights,
-                      resolve_device(snakemake.params.device), snakemake.params.batch_size, progress=True)
-write_predictions(rows, bundle.meta["classes"], snakemake.output.predictions)
-log.info("%d images classified", len(rows))
+rows, unreadable = predict_images(bundle, list_images([snakemake.input.images]), weights,
+                                  resolve_device(runtime["device"]), runtime["hypercolumns"]["batch_size"],
+                                  progress=True)
+paths = write_predictions(rows, unreadable, bundle.meta["classes"], snakemake.output.predictions)
+require_a_classified_image(rows, unreadable, paths["unreadable"])
+log.info("%d images classified, %d unreadable (listed in %s)", len(rows), len(unreadable), paths["unreadable"])

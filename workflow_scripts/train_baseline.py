@@ -1,14 +1,14 @@
 """Rule train_baseline: the paper's VGG16 + linear softmax on pooled top-layer features."""
 import json
 
-from cntem import log_to
+from cntem import rule_log
 from cntem.classify import PREDICTION_COLUMNS, fit, predict, prediction_rows
 from cntem.folds import fold_entries
 from cntem.shards import HypercolumnStore
 from cntem.io import read_table, write_table
 from cntem.schemes import scheme_classes
 
-log = log_to(snakemake.log[0])
+log = rule_log(snakemake.log[0])
 fold = snakemake.wildcards.fold
 splits = fold_entries(read_table(snakemake.input.plan), fold)
 group_of = {r["id"]: r["group"] for r in read_table(snakemake.input.folds)}

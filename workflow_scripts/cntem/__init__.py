@@ -5,11 +5,37 @@ import sys
 __version__ = "0.1.0"
 
 
+class ActionableError(Exception):
+    """An expected failure (bad input, config, weights or disk) whose message says what to change.
+
+    Rule scripts and the console command show it as one message, without a traceback.
+    """
+
+
 def log_to(path=None, level=logging.INFO):
-    """Send this process's log records to `path` (a rule's log file) and to stderr."""
+    """Send this process's log records (and Python warnings) to `path` and to stderr."""
     handlers = [logging.StreamHandler(sys.stderr)]
     if path:
         handlers.append(logging.FileHandler(str(path), mode="w"))
     logging.basicConfig(level=level, handlers=handlers, force=True,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.captureWarnings(True)
     return logging.getLogger("cntem")
+
+
+def rule_log(path):
+    """Logging for a rule script: messages, warnings and any uncaught error go to the rule's log.
+
+    An ActionableError is logged as its message alone; anything else with its traceback (a bug).
+    Either way the job then exits non-zero and Snakemake points at the log.
+    """
+    log = log_to(path)
+
+    def log_uncaught(exc_type, exc, tb):
+        if issubclass(exc_type, ActionableError):
+            log.error("%s", exc)
+        else:
+            log.error("unexpected error (please report it with this log)", exc_info=(exc_type, exc, tb))
+
+    sys.excepthook = log_uncaught
+    return log

@@ -26,6 +26,9 @@ import numpy as np
 import torch
 import torchvision
 
+from . import ActionableError
+from .vgg16_layers import CONV_INDEX
+
 log = logging.getLogger(__name__)
 
 KERAS_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -33,19 +36,9 @@ KERAS_MD5 = "6d6bbae143d832006294945121d1f1fc"
 KERAS_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + KERAS_FILE)
 CONVERTED_FILE = "vgg16_keras_imagenet.pth"
 
-# Keras layer name -> index of the conv layer in torchvision's vgg16().features (ReLU follows at +1).
-CONV_INDEX = {
-    "block1_conv1": 0, "block1_conv2": 2,
-    "block2_conv1": 5, "block2_conv2": 7,
-    "block3_conv1": 10, "block3_conv2": 12, "block3_conv3": 14,
-    "block4_conv1": 17, "block4_conv2": 19, "block4_conv3": 21,
-    "block5_conv1": 24, "block5_conv2": 26, "block5_conv3": 28,
-}
-CONV_CHANNELS = {name: 64 * 2 ** min(int(name[5]) - 1, 3) for name in CONV_INDEX}
-POOL5_INDEX = 30
 
 
-class WeightsError(RuntimeError):
+class WeightsError(ActionableError, RuntimeError):
     """The requested weights cannot be found or read; the message says what to put where."""
 
 
@@ -129,25 +122,6 @@ def convert_keras_h5(path) -> dict:
     if missing:
         raise WeightsError(f"{path}: no weights for layers {missing}; is it a Keras VGG16 weights file?")
     return state
-
-
-def write_keras_h5(state_dict: dict, path) -> None:
-    """The inverse of :func:`convert_keras_h5` (Keras 2 layout); used to test the converter."""
-    with h5py.File(path, "w") as f:
-        names = ["input_1"]
-        f.create_group("input_1").attrs["weight_names"] = np.array([], dtype="S")
-        for name, idx in CONV_INDEX.items():
-            group = f.create_group(name)
-            w = state_dict[f"features.{idx}.weight"].numpy().transpose(2, 3, 1, 0)
-            group.attrs["weight_names"] = np.array([f"{name}_W_1:0".encode(), f"{name}_b_1:0".encode()])
-            group.create_dataset(f"{name}_W_1:0", data=w)
-            group.create_dataset(f"{name}_b_1:0", data=state_dict[f"features.{idx}.bias"].numpy())
-            names.append(name)
-            if name.endswith("conv3") or name in ("block1_conv2", "block2_conv2"):
-                pool = name.split("_")[0] + "_pool"
-                f.create_group(pool).attrs["weight_names"] = np.array([], dtype="S")
-                names.append(pool)
-        f.attrs["layer_names"] = np.array([n.encode() for n in names])
 
 
 # ----------------------------------------------------------------------------- loading

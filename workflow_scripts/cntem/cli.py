@@ -4,22 +4,38 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__, log_to
+from . import ActionableError, __version__, log_to
+
+EXIT_CODES = """\
+Beside --out (default predictions.csv) it writes <name>_shares.csv (the share of each class among the
+classified images) and <name>_unreadable.csv (file, reason). A file that cannot be decoded is listed
+there and on stderr, and the others are still classified. An image far smaller than the network
+input is classified with a warning on stderr and in the predictions' note column.
+
+exit status:
+  0  at least one image was classified (unreadable files, if any, are listed as above)
+  1  no image could be classified: every file was unreadable (the CSV files are still written)
+  2  nothing was attempted: bad arguments, no images found, missing weights, or weights or taps
+     other than the model's
+"""
 
 
 def _predict(args) -> int:
     from .backbone import load_weights, resolve_device
-    from .predict import Bundle, list_images, predict_images, write_predictions
+    from .predict import Bundle, list_images, predict_images, require_a_classified_image, write_predictions
 
     bundle = Bundle(args.model)
     weights = load_weights(args.weights or bundle.meta["weights"], args.weights_cache)
-    rows = predict_images(bundle, list_images(args.images), weights, resolve_device(args.device),
-                          args.batch_size, progress=True)
-    shares = write_predictions(rows, bundle.meta["classes"], args.out)
-    print(f"{len(rows)} images classified -> {args.out} (class shares: {shares})")
-    for line in open(shares).read().splitlines()[1:]:
+    rows, unreadable = predict_images(bundle, list_images(args.images), weights, resolve_device(args.device),
+                                      args.batch_size, progress=True)
+    paths = write_predictions(rows, unreadable, bundle.meta["classes"], args.out)
+    require_a_classified_image(rows, unreadable, paths["unreadable"])
+    print(f"{len(rows)} images classified -> {paths['predictions']} (class shares: {paths['shares']})")
+    for line in open(paths["shares"]).read().splitlines()[1:]:
         cls, n, share = line.split(",")
         print(f"  {cls:>4}: {int(n):5d} images  {100 * float(share):5.1f}%")
+    if unreadable:
+        print(f"{len(unreadable)} unreadable files not classified -> {paths['unreadable']}")
     return 0
 
 
@@ -27,7 +43,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="cntem", description=__doc__)
     parser.add_argument("--version", action="version", version=f"cntem {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("predict", help="classify images with a trained model bundle")
+    p = sub.add_parser("predict", help="classify images with a trained model bundle", epilog=EXIT_CODES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", help="image files and/or folders")
     p.add_argument("--model", required=True, help="model folder (results/model/<scheme>) or its model.json")
     p.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
@@ -37,9 +54,14 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args(argv)
     log_to(None)
+    from .predict import NothingClassifiedError  # imports torch: only now, so that --help stays instant
+
     try:
         return _predict(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except NothingClassifiedError as exc:
+        print(f"cntem: {exc}", file=sys.stderr)
+        return 1
+    except (ActionableError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"cntem: error: {exc}", file=sys.stderr)
         return 2
 

@@ -13,6 +13,8 @@ import faiss
 import h5py
 import numpy as np
 
+from . import ActionableError
+
 log = logging.getLogger(__name__)
 
 
@@ -93,7 +95,8 @@ def fit_kmeans(x: np.ndarray, k: int, niter: int, seed: int, max_points_per_cent
     `nredo` > 1 keeps the best of that many seeded restarts (K-means has local minima).
     """
     if len(x) < k:
-        raise ValueError(f"K={k} exceeds the {len(x)} training vectors; lower K or raise dictionary.sample_size")
+        raise ActionableError(f"K={k} exceeds the {len(x)} training hypercolumn vectors of this fold; lower K, "
+                              "raise dictionary.sample_size or add images")
     kmeans = faiss.Kmeans(x.shape[1], k, niter=niter, nredo=nredo, seed=seed, gpu=use_gpu, verbose=False,
                           max_points_per_centroid=max_points_per_centroid, spherical=False)
     kmeans.train(np.ascontiguousarray(x, dtype=np.float32))

@@ -4,10 +4,13 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
 
-TIDY_COLUMNS = ["scheme", "balance", "method", "classifier", "k", "metric", "class", "mean", "std", "n_folds"]
+from . import ActionableError
+
+TIDY_COLUMNS = ["scheme", "balance", "method", "classifier", "k", "metric", "class", "mean", "std", "n_folds",
+                "config"]
 
 
-class LeakageError(RuntimeError):
+class LeakageError(ActionableError, RuntimeError):
     """A validation image was used to fit something of its own fold."""
 
 

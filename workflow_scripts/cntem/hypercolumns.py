@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import h5py
 import numpy as np
@@ -22,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import __version__
-from .backbone import CONV_CHANNELS, CONV_INDEX, POOL5_INDEX, Weights, build_vgg16, cpu_has_bf16
+from . import ActionableError, __version__
+from .backbone import Weights, build_vgg16, cpu_has_bf16
+from .vgg16_layers import CONV_CHANNELS, CONV_INDEX, POOL5_INDEX
 from .io import read_grey
 
 log = logging.getLogger(__name__)
@@ -47,9 +49,10 @@ class ExtractionSettings:
         return sum(CONV_CHANNELS[t] for t in self.taps)
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "ExtractionSettings":
+    def from_config(cls, cfg: dict, batch_size: int | None = None) -> "ExtractionSettings":
+        """From the `hypercolumns` config section (or the part of it that changes what is extracted)."""
         return cls(tuple(cfg["taps"]), cfg["density"], cfg["image_size"], cfg["resize"], cfg["seed"],
-                   cfg["batch_size"])
+                   batch_size or cfg.get("batch_size", cls.batch_size))
 
 
 # ----------------------------------------------------------------------------- images
@@ -161,8 +164,70 @@ def autocast_for(device: torch.device):
 
 
 # ----------------------------------------------------------------------------- shards
+# Above this factor most of what the network sees of an image is interpolation between its few
+# pixels, not micrograph texture: such an image is flagged (its class is a guess from blur).
+MAX_UPSAMPLING = 2.0
+
+
+class UnreadableImageError(ActionableError, ValueError):
+    """An image file that cannot be decoded any more (it was readable when ingested)."""
+
+
+def size_note(width: int, height: int, size: int) -> str:
+    """A warning for an image far smaller than the size x size network input; '' for any other."""
+    factor = size / min(width, height)
+    if factor <= MAX_UPSAMPLING:
+        return ""
+    return (f"{width}x{height} pixels is far smaller than the {size}x{size} network input (upsampled "
+            f"{factor:.1f}x): its features come mostly from interpolated pixels, so its class is unreliable")
+
+
+@dataclass
+class LoadedEntry:
+    """Entry number `index` ready for the network, with a note on its source image ('' if none)."""
+
+    index: int
+    image: torch.Tensor  # (size, size) uint8
+    coords: torch.Tensor  # (P, 2) int16
+    note: str
+
+
+@dataclass
+class UnreadableEntry:
+    """Entry number `index`, whose file could not be decoded, and why."""
+
+    index: int
+    reason: str
+
+
+class EntryBatch(NamedTuple):
+    """One loader batch: the readable entries stacked in their original order, and the unreadable ones.
+
+    A NamedTuple, so that DataLoader(pin_memory=True) pins its tensors field by field.
+    """
+
+    indices: list[int]
+    images: torch.Tensor | None  # (B, size, size) uint8; None when no entry of the batch was readable
+    coords: torch.Tensor | None  # (B, P, 2)
+    notes: list[str]
+    unreadable: list[UnreadableEntry]
+
+
+def collate_entries(items: list) -> EntryBatch:
+    loaded = [item for item in items if isinstance(item, LoadedEntry)]
+    return EntryBatch(indices=[e.index for e in loaded],
+                      images=torch.stack([e.image for e in loaded]) if loaded else None,
+                      coords=torch.stack([e.coords for e in loaded]) if loaded else None,
+                      notes=[e.note for e in loaded],
+                      unreadable=[item for item in items if isinstance(item, UnreadableEntry)])
+
+
 class EntryImages(torch.utils.data.Dataset):
-    """Decoding, resizing and rotation of the (path, rotation) entries; runs in loader workers."""
+    """Decoding, resizing and rotation of the (path, rotation) entries; runs in loader workers.
+
+    Each file is decoded once, here. A file that fails to decode becomes an UnreadableEntry instead of
+    an exception, so that one bad file does not end the whole loader; batch with collate_entries.
+    """
 
     def __init__(self, entries, settings: ExtractionSettings):
         self.entries, self.s = entries, settings
@@ -170,36 +235,67 @@ class EntryImages(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.entries)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i) -> LoadedEntry | UnreadableEntry:
         e = self.entries[i]
-        img = prepare_image(read_grey(e["path"]), self.s.image_size, self.s.resize, int(e["rotation"]))
+        # Decoders of damaged files raise OSError, ValueError, struct.error, zlib.error and more:
+        # whatever a decoder raises, it is this file that is unreadable, not the batch.
+        try:
+            grey = read_grey(e["path"])
+        except Exception as exc:  # noqa: BLE001
+            return UnreadableEntry(i, f"{type(exc).__name__}: {exc}")
+        img = prepare_image(grey, self.s.image_size, self.s.resize, int(e["rotation"]))
         coords = sample_coordinates(self.s.seed, e["id"], int(e["rotation"]), self.s.image_size, self.s.n_pixels)
-        return torch.from_numpy(img.copy()), torch.from_numpy(coords)
+        note = size_note(grey.shape[1], grey.shape[0], self.s.image_size)
+        return LoadedEntry(i, torch.from_numpy(img.copy()), torch.from_numpy(coords), note)
 
 
 def iter_hypercolumns(entries: list[dict], net: HypercolumnNet, weights: Weights, settings: ExtractionSettings,
-                      device: torch.device, workers: int = 1):
+                      device: torch.device, workers: int = 1, on_unreadable=None, on_note=None):
     """Yield (hypercolumns (B, P, F) float16 numpy, coords (B, P, 2), pooled (B, D)) batch by batch.
 
     Decoding and resizing run in `workers` loader processes, overlapping the network. On CUDA the
     hypercolumns are copied into two alternating pinned host buffers (a pageable copy is ~40x
     slower), so a yielded array stays valid until two batches later: use or copy it before then.
+
+    A file that cannot be decoded raises UnreadableImageError, unless `on_unreadable(index, reason)`
+    is given: the entry is then reported there and left out, and the yielded rows are the readable
+    entries in their original order. A note on a readable entry (an image far smaller than the
+    network input) goes to `on_note(index, note)`, or is logged as a warning without it. Both are
+    called before the batch that held the entry is yielded.
     """
     loader = torch.utils.data.DataLoader(
         EntryImages(entries, settings), batch_size=settings.batch_size, num_workers=workers,
-        pin_memory=device.type == "cuda", prefetch_factor=2 if workers else None)
+        collate_fn=collate_entries, pin_memory=device.type == "cuda", prefetch_factor=2 if workers else None)
     pinned = [None, None]
+    yielded = 0
     with torch.inference_mode():
-        for step, (images, coords) in enumerate(loader):
+        for batch in loader:
+            for bad in batch.unreadable:
+                if on_unreadable is None:
+                    raise UnreadableImageError(f"{entries[bad.index]['path']}: unreadable ({bad.reason}); "
+                                               "re-export or remove it")
+                on_unreadable(bad.index, bad.reason)
+            for index, note in zip(batch.indices, batch.notes):
+                if not note:
+                    continue
+                if on_note is None:
+                    log.warning("%s: %s", entries[index]["path"], note)
+                else:
+                    on_note(index, note)
+            if not batch.indices:  # every file of this batch was unreadable
+                continue
             with autocast_for(device):
-                maps, pooled = net(net_input(images, weights, device))
-            cols = hypercolumns_at(maps, coords.to(device), settings.image_size)
+                maps, pooled = net(net_input(batch.images, weights, device))
+            cols = hypercolumns_at(maps, batch.coords.to(device), settings.image_size)
             if device.type == "cuda":
-                slot = step % 2
+                # Alternate by batches yielded, not loaded: a skipped batch must not reuse the
+                # buffer the caller may still be reading.
+                slot = yielded % 2
                 if pinned[slot] is None or pinned[slot].shape != cols.shape:
                     pinned[slot] = torch.empty(cols.shape, dtype=cols.dtype, pin_memory=True)
                 cols = pinned[slot].copy_(cols)
-            yield cols.numpy(), coords.numpy(), pooled.float().cpu().numpy()
+            yielded += 1
+            yield cols.numpy(), batch.coords.numpy(), pooled.float().cpu().numpy()
 
 
 def extract_shard(entries: list[dict], out_path, weights: Weights, settings: ExtractionSettings,

@@ -18,11 +18,26 @@ import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
-from .schemes import canonical_label
+from . import ActionableError
+from .schemes import NC_SUBCLASSES, canonical_label, scheme_classes
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"}
+# Files that sit beside micrographs and are clearly not images (notes, exports, instrument
+# metadata, OS thumbnail caches): ignored and counted, so a labels CSV or a README may live in
+# the data folder.
+SIDECAR_SUFFIXES = {".csv", ".tsv", ".txt", ".md", ".rst", ".json", ".xml", ".yaml", ".yml", ".ini",
+                    ".log", ".pdf", ".html", ".htm", ".doc", ".docx", ".xls", ".xlsx"}
+SIDECAR_NAMES = {"thumbs.db", "ehthumbs.db"}
+# Microscope image formats this workflow cannot decode. They are refused (not ignored): whoever put
+# them in the data folder most likely expects them to be classified.
+MICROSCOPE_FORMATS = {".dm3": "Gatan DigitalMicrograph", ".dm4": "Gatan DigitalMicrograph",
+                      ".mrc": "MRC", ".mrcs": "MRC", ".ser": "FEI TIA", ".emd": "Velox/EMD"}
+# Kinds of files discover() leaves out without complaint, as keys of its `ignored` mapping.
+IGNORED_LABELS_CSV = "labels CSV"
+IGNORED_SIDECAR = "metadata/sidecar"
+IGNORED_NOT_IN_CSV = "not named in the labels CSV (layout 'labels')"
 IMAGE_COLUMNS = ["id", "path", "source_label", "group", "width", "height", "bit_depth", "sha256"]
 # NIOSH Dataverse doi:10.7910/DVN/5O0SF7 names: CNT-Cluster-0001.tif ... NonCNT-1195.tif
 NIOSH_NAME = re.compile(r"^(CNT-Cluster|CNT-Fiber|CNT-MatrixSurface|CNT-Matrix|NonCNT)-(\d+)$", re.I)
@@ -30,7 +45,7 @@ NIOSH_NAME = re.compile(r"^(CNT-Cluster|CNT-Fiber|CNT-MatrixSurface|CNT-Matrix|N
 HIGH_DEPTH_PERCENTILES = (0.5, 99.5)
 
 
-class InputError(ValueError):
+class InputError(ActionableError, ValueError):
     """Bad input data; the message lists every offending file and how to fix it."""
 
     def __init__(self, problems: list[str], header: str = "the input data has problems"):
@@ -93,9 +108,25 @@ def to_grey_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(np.rint((a - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
 
 
+def _read_tiff_page0(path: Path) -> np.ndarray:
+    """The first page of a TIFF, as stored: (H, W), (H, W, C) or planar (C, H, W) for one RGB page.
+
+    ``tifffile.imread`` returns a whole stack as (pages, H, W), which would later pass for planar
+    RGB and mix three micrographs into one, so only page 0 is read. Extra pages that are
+    reduced-resolution copies (thumbnails, previews) of page 0 are normal and pass silently;
+    other extra pages make a stack, and the warning says only its first page is used.
+    """
+    with tifffile.TiffFile(path) as tif:
+        full_pages = sum(1 for page in tif.pages if not page.is_reduced)
+        if full_pages > 1:
+            log.warning("%s: multi-page TIFF (%d pages); only its first page is read. To use another "
+                        "page, save it as a TIFF of its own", path, len(tif.pages))
+        return tif.pages[0].asarray()
+
+
 def _decode(path: Path) -> np.ndarray:
     if path.suffix.lower() in (".tif", ".tiff"):
-        return tifffile.imread(path)
+        return _read_tiff_page0(path)
     with Image.open(path) as im:
         im.load()  # forces a full decode: truncated files fail here
         if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -136,7 +167,7 @@ def _label_from_layout(rel: Path, layout: str) -> str | None:
     return None  # layout "labels": the CSV is the only source
 
 
-def read_labels_csv(path: str | os.PathLike, data_dir: Path) -> tuple[dict, dict, list[str]]:
+def read_labels_csv(path: str | os.PathLike) -> tuple[dict, dict, list[str]]:
     """Labels CSV (``path,label[,group]``; header optional) -> ({rel: label}, {rel: group}, problems).
 
     Paths are relative to the data folder; a bare file name is accepted when it is unique.
@@ -157,12 +188,28 @@ def read_labels_csv(path: str | os.PathLike, data_dir: Path) -> tuple[dict, dict
     return labels, groups, problems
 
 
-def discover(data_dir: str | os.PathLike, layout: str, labels_csv: str | None = None) -> list[dict]:
+def _is_sidecar(path: Path) -> bool:
+    return path.suffix.lower() in SIDECAR_SUFFIXES or path.name.lower() in SIDECAR_NAMES
+
+
+def _unsupported_format(path: Path) -> str:
+    microscope_format = MICROSCOPE_FORMATS.get(path.suffix.lower())
+    if microscope_format:
+        return (f"{path}: unsupported format '{path.suffix}' ({microscope_format}); export it as TIFF "
+                "(16-bit keeps the full range; e.g. Fiji with Bio-Formats) or move it out of the data folder")
+    return (f"{path}: unsupported format '{path.suffix}'; convert it to TIFF/PNG/JPEG/BMP or "
+            "move it out of the data folder")
+
+
+def discover(data_dir: str | os.PathLike, layout: str, labels_csv: str | None = None,
+             ) -> tuple[list[dict], dict[str, list[str]]]:
     """Every image file under ``data_dir`` with its source label and group (no pixel reads).
 
-    Returns rows with ``id`` (the path relative to data_dir), ``path``, ``source_label`` and
-    ``group``. Raises InputError for an empty folder, unsupported files, unlabelled images and
-    labels-CSV rows that name no file.
+    Returns (rows, ignored). Rows have ``id`` (the path relative to data_dir), ``path``,
+    ``source_label`` and ``group``. ``ignored`` maps each kind of file left out on purpose
+    (IGNORED_LABELS_CSV, IGNORED_SIDECAR, IGNORED_NOT_IN_CSV) to the relative paths of those files.
+    Raises InputError for an empty folder, files in formats that cannot be read, unlabelled images
+    and labels-CSV rows that name no file.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -170,7 +217,7 @@ def discover(data_dir: str | os.PathLike, layout: str, labels_csv: str | None = 
     files = sorted(p for p in data_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
     csv_labels, csv_groups, problems = ({}, {}, [])
     if labels_csv:
-        csv_labels, csv_groups, problems = read_labels_csv(labels_csv, data_dir)
+        csv_labels, csv_groups, problems = read_labels_csv(labels_csv)
     by_name = defaultdict(list)
     for f in files:
         by_name[f.name].append(f.relative_to(data_dir).as_posix())
@@ -192,18 +239,29 @@ def discover(data_dir: str | os.PathLike, layout: str, labels_csv: str | None = 
         if rel_in_csv in csv_groups:
             groups_by_rel[rel] = csv_groups[rel_in_csv]
 
-    rows = []
+    labels_csv_file = Path(labels_csv).resolve() if labels_csv else None
+    rows, ignored = [], defaultdict(list)
     for f in files:
         rel = f.relative_to(data_dir)
         rel_s = rel.as_posix()
+        if f.resolve() == labels_csv_file:
+            ignored[IGNORED_LABELS_CSV].append(rel_s)
+            continue
         if f.suffix.lower() not in IMAGE_SUFFIXES:
-            problems.append(f"{f}: unsupported format '{f.suffix}'; convert it to TIFF/PNG/JPEG/BMP or "
-                            "move it out of the data folder")
+            if rel_s in labels_by_rel:  # the CSV asks for this file to be classified
+                problems.append(_unsupported_format(f))
+            elif _is_sidecar(f):
+                ignored[IGNORED_SIDECAR].append(rel_s)
+            elif layout == "labels":
+                ignored[IGNORED_NOT_IN_CSV].append(rel_s)
+            else:
+                problems.append(_unsupported_format(f))
             continue
         label = labels_by_rel.get(rel_s) or _label_from_layout(rel, layout)
         if label is None:
-            if layout == "labels":
-                continue  # with layout 'labels' only the files the CSV names take part
+            if layout == "labels":  # with layout 'labels' only the files the CSV names take part
+                ignored[IGNORED_NOT_IN_CSV].append(rel_s)
+                continue
             hint = ("put it in a class sub-folder" if layout == "folders"
                     else "name it like CNT-Fiber-0001.tif" if layout == "niosh" else "")
             problems.append(f"{f}: no label; {hint} or give it a row in the labels CSV")
@@ -215,19 +273,20 @@ def discover(data_dir: str | os.PathLike, layout: str, labels_csv: str | None = 
     if not rows:
         raise InputError([f"{data_dir}: no labelled images found (layout '{layout}'); check data.dir, "
                           "data.layout and data.labels_csv"])
-    return rows
+    return rows, dict(ignored)
 
 
 def ingest(data_dir, layout: str, labels_csv: str | None = None, on_bad_image: str = "error",
-           progress: bool = False) -> tuple[list[dict], list[str]]:
-    """Discover, decode and hash every image; returns (image table rows, skipped-file messages).
+           progress: bool = False) -> tuple[list[dict], list[str], dict[str, list[str]]]:
+    """Discover, decode and hash every image; returns (image table rows, skipped-file messages,
+    ignored files by kind as :func:`discover` returns them).
 
     Byte-identical files under one label are put in one group (so they never straddle folds);
     byte-identical files under two labels are an error.
     """
     from tqdm import tqdm
 
-    rows = discover(data_dir, layout, labels_csv)
+    rows, ignored = discover(data_dir, layout, labels_csv)
     problems, skipped, good = [], [], []
     for row in tqdm(rows, desc="reading images", unit="img", disable=not progress):
         path = Path(row["path"])
@@ -244,7 +303,7 @@ def ingest(data_dir, layout: str, labels_csv: str | None = None, on_bad_image: s
     _group_duplicates(good)
     if not good:
         raise InputError([f"{data_dir}: every image was unreadable"])
-    return good, skipped
+    return good, skipped, ignored
 
 
 def _group_duplicates(rows: list[dict]) -> None:
@@ -272,11 +331,12 @@ def _group_duplicates(rows: list[dict]) -> None:
 
 
 def label_for_scheme(images: list[dict], mapping: dict[str, str | None], n_folds: int,
-                     ) -> tuple[list[dict], dict[str, int]]:
+                     scheme_name: str = "the scheme") -> tuple[list[dict], dict[str, int]]:
     """Attach a class to each image under a scheme; returns (labelled rows, excluded counts by label).
 
-    Raises InputError for labels the scheme does not know and for classes with fewer distinct
-    groups than cross-validation folds.
+    Raises InputError for labels the scheme does not know, for classes of the scheme that no image
+    belongs to (which would otherwise quietly make it a scheme with fewer classes) and for classes
+    with fewer distinct groups than cross-validation folds.
     """
     problems, excluded, labelled = [], defaultdict(int), []
     for row in images:
@@ -297,10 +357,25 @@ def label_for_scheme(images: list[dict], mapping: dict[str, str | None], n_folds
     groups = defaultdict(set)
     for row in labelled:
         groups[row["class"]].add(row["group"])
-    for cls, members in sorted(groups.items()):
-        if len(members) < n_folds:
-            problems.append(f"class '{cls}' has {len(members)} independent image(s) (groups) but "
+    empty_source_labels = []
+    for cls in scheme_classes(mapping):
+        if not groups[cls]:
+            sources = sorted(label for label, target in mapping.items() if target == cls)
+            empty_source_labels += sources
+            problems.append(f"class '{cls}' of {scheme_name} has no image (no image is labelled "
+                            f"{' or '.join(sources)}); add images with that label, fix the labels "
+                            "(sub-folder names or data.labels_csv), or leave the class out (a scheme "
+                            f"in custom_schemes without it), or drop {scheme_name} from schemes")
+        elif len(groups[cls]) < n_folds:
+            problems.append(f"class '{cls}' has {len(groups[cls])} independent image(s) (groups) but "
                             f"cv.folds is {n_folds}; add images or lower cv.folds")
+    if excluded.get("NC") and set(empty_source_labels) & set(NC_SUBCLASSES):
+        # The 8-class case: NIOSH file names say only "NonCNT"; the sub-class must come from a CSV.
+        problems.append(f"{excluded['NC']} image(s) are labelled NC (Non-CNT) without a sub-class, so "
+                        f"{scheme_name} leaves them out; give each its sub-class "
+                        f"({', '.join(NC_SUBCLASSES)}) in data.labels_csv (rows 'path,label', e.g. "
+                        f"'NonCNT-0001.tif,GS'), or drop {scheme_name} from schemes "
+                        "(5class keeps them as NC)")
     if problems:
         raise InputError(problems)
     return labelled, dict(excluded)

@@ -30,15 +30,16 @@ CLASS_NAMES = {
     "O": "Others",
 }
 
-_NC_SUBCLASSES = ("GS", "SP", "HDP", "PR", "O")
+# The sub-classes of Non-CNT (NC): only a labels CSV can give them (NIOSH names say "NonCNT").
+NC_SUBCLASSES = ("GS", "SP", "HDP", "PR", "O")
 
 BUILTIN_SCHEMES: dict[str, dict[str, str | None]] = {
     # The 4 CNT classes; every non-CNT image is left out.
     "4class": {"Cl": "Cl", "Fi": "Fi", "Ma": "Ma", "MS": "MS",
-               "NC": None, **{s: None for s in _NC_SUBCLASSES}},
+               "NC": None, **{s: None for s in NC_SUBCLASSES}},
     # The 5 major classes: NC sub-classes fold back into NC.
     "5class": {"Cl": "Cl", "Fi": "Fi", "Ma": "Ma", "MS": "MS",
-               "NC": "NC", **{s: "NC" for s in _NC_SUBCLASSES}},
+               "NC": "NC", **{s: "NC" for s in NC_SUBCLASSES}},
     # The paper's 8 classes: NC images need a sub-class from a labels file; "Others" is left out
     # as in the paper, and so is an NC image that no labels file gave a sub-class.
     "8class": {"Cl": "Cl", "Fi": "Fi", "Ma": "Ma", "MS": "MS", "GS": "GS", "SP": "SP",

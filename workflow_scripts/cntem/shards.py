@@ -12,7 +12,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from . import ActionableError
+
 log = logging.getLogger(__name__)
+
+
+class DiskSpaceError(ActionableError, OSError):
+    """The volume cannot hold the shards; raised before any extraction."""
 
 
 def assign_shard(image_id: str, n_shards: int) -> int:
@@ -34,7 +40,7 @@ def check_disk(out_dir, needed: int) -> None:
     free = shutil.disk_usage(out_dir).free
     log.info("hypercolumns need %.2f GB on disk (%.1f GB free in %s)", needed / 1e9, free / 1e9, out_dir)
     if needed * 1.05 > free:
-        raise OSError(f"not enough disk for the hypercolumn shards in {out_dir}: need {needed / 1e9:.1f} GB, "
+        raise DiskSpaceError(f"not enough disk for the hypercolumn shards in {out_dir}: need {needed / 1e9:.1f} GB, "
                       f"{free / 1e9:.1f} GB free. Free space, lower hypercolumns.density or image_size, "
                       "or run from a larger volume")
 

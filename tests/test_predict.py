@@ -1,0 +1,255 @@
+"""Prediction on new images: unreadable files, the bundle's input convention, tiny images, exit codes.
+
+One small model bundle is fitted per module through the library (12 synthetic 64 px images,
+K = 4, XGBoost), with the weights of the `weights` fixture, so every test runs the real predict path.
+"""
+import csv
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from cntem.backbone import load_weights
+from cntem.classify import fit
+from cntem.cli import main as cntem_main
+from cntem.dictionary import build_dictionary
+from cntem.hypercolumns import ExtractionSettings, extract_shard
+from cntem.predict import Bundle, predict_images, save_bundle
+from cntem.shards import HypercolumnStore
+from cntem.synthetic import NIOSH_PREFIX, generate_dataset
+from cntem.vlad import encode
+
+from conftest import SHARED_WEIGHTS
+
+REPO = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+CLASSES = ["Cl", "Fi", "Ma"]
+IMAGE_SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, weights):
+    """(model folder, folder of the 12 training images): a bundle fitted like rule train_model does."""
+    root = tmp_path_factory.mktemp("predict")
+    images = root / "images"
+    generate_dataset(images, {c: 4 for c in CLASSES}, seed=5, size_range=(IMAGE_SIZE, IMAGE_SIZE))
+    files = sorted(images.glob("*.tif"))
+    entries = [{"id": f.name, "rotation": 0, "path": str(f)} for f in files]
+    settings = ExtractionSettings(image_size=IMAGE_SIZE, batch_size=8)
+    extract_shard(entries, root / "shard-000.h5", weights, settings, CPU, workers=0, progress=False)
+    pairs = [(e["id"], 0) for e in entries]
+    with HypercolumnStore([root / "shard-000.h5"]) as store:
+        dictionary = build_dictionary(store, pairs, 4, {"sample_size": 2000, "niter": 10, "seed": 0,
+                                                        "max_points_per_centroid": 256}, {}, "cpu")
+        x = encode(store, pairs, dictionary, CPU)
+    class_of_prefix = {NIOSH_PREFIX[c]: c for c in CLASSES}
+    y = [class_of_prefix[f.stem.rsplit("-", 1)[0]] for f in files]
+    classifier = fit("xgboost", x, y, [f.name for f in files], CLASSES,
+                     {"n_estimators": 30, "max_depth": 2, "learning_rate": 0.3, "max_bin": 32,
+                      "colsample_bynode": 1.0, "subsample": 1.0, "early_stopping_rounds": None, "seed": 0})
+    save_bundle(root / "model", dictionary, classifier, weights, settings, False, {}, len(files))
+    return root / "model", images
+
+
+@pytest.fixture
+def cntem(monkeypatch, capsys):
+    """Run ``cntem predict ...`` in this process -> (exit code, stdout, stderr).
+
+    The command points the root logger (and Python warnings) at stderr; that set-up is undone
+    after the test, so later tests log as usual.
+    """
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+
+    def run(*args):
+        code = cntem_main(["predict", *map(str, args)])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def read_csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def copy_images(source: Path, names, target: Path) -> list[Path]:
+    target.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy(source / name, target / name)) for name in names]
+
+
+def damage(folder: Path, like: Path) -> dict[str, Path]:
+    """Two unreadable files in `folder`: a TIFF cut short and a PNG that is only a header."""
+    truncated = folder / "b_truncated.tif"
+    truncated.write_bytes(like.read_bytes()[:300])
+    garbage = folder / "d_garbage.png"
+    garbage.write_bytes(b"\x89PNG\r\n\x1a\n not really a PNG")
+    return {"truncated": truncated, "garbage": garbage}
+
+
+# ----------------------------------------------------------------------------- point 8
+def test_unreadable_files_are_skipped_and_the_others_keep_their_predictions(trained, weights, tmp_path):
+    model, images = trained
+    bundle = Bundle(model)
+    names = sorted(p.name for p in images.glob("*.tif"))[:3]
+    good = copy_images(images, names, tmp_path / "batch")
+    bad = damage(tmp_path / "batch", like=good[0])
+    # Bad files interleaved with good ones inside batches of two: a skipped file must not shift
+    # any other file's prediction.
+    files = [good[0], bad["truncated"], good[1], bad["garbage"], good[2]]
+    rows, unreadable = predict_images(bundle, files, weights, CPU, batch_size=2)
+    alone, none_unreadable = predict_images(bundle, good, weights, CPU, batch_size=2)
+    assert none_unreadable == []
+    assert [r["file"] for r in rows] == [str(f) for f in good]
+    assert rows == alone
+    assert [u["file"] for u in unreadable] == [str(bad["truncated"]), str(bad["garbage"])]
+    assert all(u["reason"] for u in unreadable)
+
+
+def test_console_lists_unreadable_files_and_counts_only_classified_ones(trained, cntem, tmp_path):
+    model, images = trained
+    names = sorted(p.name for p in images.glob("*.tif"))[:3]
+    good = copy_images(images, names, tmp_path / "batch")
+    bad = damage(tmp_path / "batch", like=good[0])
+    out = tmp_path / "out" / "predictions.csv"
+    code, stdout, stderr = cntem("--model", model, "--out", out, tmp_path / "batch")
+    assert code == 0, stderr
+    rows = read_csv(out)
+    assert [Path(r["file"]).name for r in rows] == names
+    assert list(rows[0]) == ["file", "class", "probability", *(f"p_{c}" for c in CLASSES), "note"]
+    unreadable = read_csv(out.with_name("predictions_unreadable.csv"))
+    assert [Path(u["file"]).name for u in unreadable] == [bad["truncated"].name, bad["garbage"].name]
+    assert all(u["reason"] for u in unreadable)
+    for path in bad.values():
+        assert str(path) in stderr
+    assert "3 images classified" in stdout and "2 unreadable" in stdout
+    shares = read_csv(out.with_name("predictions_shares.csv"))
+    assert sum(int(s["images"]) for s in shares) == 3
+
+
+def test_exit_codes(trained, cntem, tmp_path):
+    model, images = trained
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    bad = damage(only_bad, like=next(images.glob("*.tif")))
+    out = tmp_path / "p.csv"
+    code, _, stderr = cntem("--model", model, "--out", out, only_bad)
+    assert code == 1
+    assert read_csv(out) == [] and len(read_csv(tmp_path / "p_unreadable.csv")) == len(bad)
+    assert "no image could be classified" in stderr
+    code, _, stderr = cntem("--model", model, "--out", out, tmp_path / "missing")
+    assert code == 2 and "missing: no such image or folder" in stderr
+    code, _, stderr = cntem("--model", model, "--out", out, next(images.glob("*.tif")))
+    assert code == 0 and read_csv(tmp_path / "p_unreadable.csv") == []
+
+
+def test_help_documents_the_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        cntem_main(["predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "exit status: 0 " in text and " 1 " in text and " 2 " in text
+    assert "_unreadable.csv" in text
+
+
+# Rule `predict` of rules/model.smk alone, on a model folder made beforehand. model.smk also holds
+# rule train_model: the names it reads from rules/common.smk are given here, and its input is older
+# than the model, so it never runs.
+PREDICT_RULE_ALONE = f"""
+from snakemake.utils import validate
+
+validate(config, "{REPO}/config/schema.yaml", set_default=True)
+MODEL_SCHEME = "tiny"
+K_MAIN, MAIN_STRATEGY, LEARNING_THREADS, EXTRACTION = 4, "rotate", 1, {{}}
+
+
+def all_shards(wildcards):
+    return []
+
+
+include: "{REPO}/rules/model.smk"
+"""
+
+
+def run_predict_rule(work: Path, model: Path, weights, images: Path):
+    if not (work / "Snakefile").exists():
+        shutil.copytree(model, work / "results" / "model" / "tiny")
+        (work / "results" / "tiny").mkdir()
+        (work / "results" / "tiny" / "images.tsv").touch()
+        os.utime(work / "results" / "tiny" / "images.tsv", (0, 0))  # older than the model
+        (work / "Snakefile").write_text(PREDICT_RULE_ALONE)
+    config = {"data": {"dir": str(images)}, "weights": weights.name, "predict": {"input": str(images)}}
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    return subprocess.run([sys.executable, "-m", "snakemake", "results/predictions/predictions.csv", "--forcerun",
+                           "predict", "--cores", "1", "--directory", str(work), "--configfile", "config.yaml"],
+                          cwd=work, capture_output=True, text=True)
+
+
+def test_the_predict_rule_keeps_going_past_unreadable_files(trained, weights, tmp_path):
+    model, images = trained
+    batch = tmp_path / "batch"
+    good = copy_images(images, sorted(p.name for p in images.glob("*.tif"))[:2], batch)
+    bad = damage(batch, like=good[0])
+    work = tmp_path / "work"
+    done = run_predict_rule(work, model, weights, batch)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = work / "results" / "predictions"
+    assert len(read_csv(out / "predictions.csv")) == 2
+    assert [Path(u["file"]).name for u in read_csv(out / "predictions_unreadable.csv")] == \
+        [bad["truncated"].name, bad["garbage"].name]
+    assert sum(int(s["images"]) for s in read_csv(out / "predictions_shares.csv")) == 2
+    log = (work / "results" / "logs" / "predict.log").read_text()
+    assert all(str(path) in log for path in bad.values())
+    # With no readable image at all the job fails, and its log says why.
+    for path in good:
+        path.unlink()
+    failed = run_predict_rule(work, model, weights, batch)
+    assert failed.returncode != 0
+    assert "no image could be classified" in (work / "results" / "logs" / "predict.log").read_text()
+
+
+# ----------------------------------------------------------------------------- point 9
+def test_weights_without_their_sidecar_predict_as_the_model_was_trained(trained, weights, tmp_path, caplog):
+    model, images = trained
+    bundle = Bundle(model)
+    bare = tmp_path / "vgg16_no_sidecar.pth"
+    if SHARED_WEIGHTS.exists():  # the paper's weights, copied without vgg16_imagenet_caffe.json
+        shutil.copy(SHARED_WEIGHTS, bare)
+    else:  # the same tensors saved with no sidecar
+        torch.save(weights.state_dict, bare)
+    without_sidecar = load_weights(str(bare))
+    # The trap: same tensors (so the sha256 check passes) but another input convention.
+    assert without_sidecar.sha256 == weights.sha256
+    assert without_sidecar.preprocess != weights.preprocess
+    files = sorted(images.glob("*.tif"))
+    with caplog.at_level(logging.WARNING):
+        rows, _ = predict_images(bundle, files, without_sidecar, CPU)
+    assert rows == predict_images(bundle, files, weights, CPU)[0]
+    warning = " ".join(r.getMessage() for r in caplog.records if "input convention" in r.getMessage())
+    assert without_sidecar.preprocess.name in warning and weights.preprocess.name in warning
+
+
+# ----------------------------------------------------------------------------- point 10
+def test_images_far_smaller_than_the_network_input_are_flagged(trained, weights, cntem, tmp_path):
+    model, images = trained
+    batch = tmp_path / "batch"
+    normal = copy_images(images, [sorted(p.name for p in images.glob("*.tif"))[0]], batch)[0]
+    tiny = batch / "tiny.png"
+    Image.fromarray(np.asarray(Image.open(normal).convert("L").resize((20, 20)))).save(tiny)
+    out = tmp_path / "p.csv"
+    code, _, stderr = cntem("--model", model, "--out", out, batch)
+    assert code == 0
+    notes = {Path(r["file"]).name: r["note"] for r in read_csv(out)}
+    assert "20x20" in notes["tiny.png"] and notes[normal.name] == ""
+    assert any("tiny.png" in line and "20x20" in line for line in stderr.splitlines())
