@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from cntem.backbone import load_weights, resolve_device
-from cntem.hypercolumns import ExtractionSettings, HypercolumnNet, autocast_for, extract_shard, iter_hypercolumns
+from cntem.features import ExtractionSettings
+from cntem.hypercolumns import (HypercolumnNet, autocast_for, extract_shard, iter_hypercolumns)
 from cntem.synthetic import generate_dataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "weights" / "vgg16_imagenet_caffe.pth"

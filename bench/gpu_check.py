@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from cntem.backbone import load_weights
-from cntem.hypercolumns import ExtractionSettings, HypercolumnNet, hypercolumns_at, net_input, sample_coordinates
+from cntem.features import ExtractionSettings
+from cntem.hypercolumns import (HypercolumnNet, hypercolumns_at, net_input, sample_coordinates)
 from cntem.vlad import vlad
 
 
@@ -64,20 +65,19 @@ def check_vlad():
 
 
 def check_xgboost():
-    from cntem.classify import fit, predict, xgboost_device
+    from cntem.classify import Classifier, XGBoostSettings, xgboost_device
 
     rng = np.random.default_rng(0)
     n, d, classes = 400, 73_600, ["Cl", "Fi", "Ma", "MS"]
     y = [classes[i % 4] for i in range(n)]
     x = rng.normal(0, 1, (n, d)).astype(np.float32)
     x[:, :40] += np.repeat(np.eye(4), 10, axis=1)[[classes.index(c) for c in y]] * 1.5
-    params = {"n_estimators": 150, "max_depth": 3, "learning_rate": 0.2, "max_bin": 32, "colsample_bynode": 0.2,
-              "subsample": 0.9, "early_stopping_rounds": None, "early_stopping_fraction": 0.15, "seed": 0}
+    settings = XGBoostSettings(early_stopping_rounds=None)
     groups = [str(i) for i in range(n)]
     res = {}
     for device in ("cpu", "cuda"):
-        model = fit("xgboost", x[:300], y[:300], groups[:300], classes, params, device=device, threads=16)
-        proba, _ = predict(model, x[300:])
+        model = Classifier(settings, classes, device=device, threads=16).fit(x[:300], y[:300], groups[:300])
+        proba = model.predict_proba(x[300:])
         res[device] = (model.info["fit_seconds"], model.info["device"], proba)
     agree = np.mean(res["cpu"][2].argmax(1) == res["cuda"][2].argmax(1))
     acc = {k: np.mean(np.array(classes)[v[2].argmax(1)] == np.array(y[300:])) for k, v in res.items()}

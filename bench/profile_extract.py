@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from cntem.backbone import load_weights, resolve_device
-from cntem.hypercolumns import (EntryImages, ExtractionSettings, HypercolumnNet, autocast_for, collate_entries,
+from cntem.features import ExtractionSettings
+from cntem.hypercolumns import (EntryImages, HypercolumnNet, autocast_for, collate_entries,
                                hypercolumns_at, net_input)
 from cntem.synthetic import generate_dataset
 

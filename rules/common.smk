@@ -7,6 +7,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from cntem.classify import NAMES as CLASSIFIER_NAMES
 from cntem.config import config_digest, consistency_problems, schema_problems
 from cntem.schemes import resolve_scheme
 
@@ -50,7 +51,7 @@ wildcard_constraints:
     balance="|".join(STRATEGIES),
     k=r"\d+",
     fold=r"\d+",
-    classifier="xgboost|random_forest|adaboost|linear_softmax",
+    classifier="|".join(CLASSIFIER_NAMES),
     method=r"k\d+|baseline",
     shard=r"\d+",
 
@@ -123,18 +124,34 @@ def run_dir(scheme, balance, method):
     return f"results/{scheme}/{balance}/{method}"
 
 
+def run_descriptions(runs):
+    """The tidy table's columns of each run: which representation (hcol at K, or the baseline) and classifier."""
+    return [{"scheme": s, "balance": b, "classifier": c, "method": "baseline" if m == "baseline" else "hcol",
+             "k": "" if m == "baseline" else m[1:]} for s, b, m, c in runs]
+
+
 def metrics_files(runs):
     return [f"{run_dir(s, b, m)}/{c}/metrics.json" for s, b, m, c in runs]
 
 
-def fold_files(runs, name):
-    return [f"{run_dir(s, b, m)}/fold{f}/{c}/{name}" for s, b, m, c in runs for f in FOLDS]
+# The paper's main comparison (Fig. 8, 9, 11): each balance strategy x (hypercolumns + XGBoost at K, baseline).
+MAIN_PANELS = [(b, kind) for b in STRATEGIES for kind in ("hcol", "baseline")]
 
 
 def main_metrics(wildcards):
-    """The figures' four panels of one scheme: {balance|method: metrics.json}."""
-    return {f"{b}|{m}": f"{run_dir(wildcards.scheme, b, m)}/{c}/metrics.json"
-            for b in STRATEGIES for m, c in ((f"k{K_MAIN}", "xgboost"), ("baseline", "linear_softmax"))}
+    """metrics.json of each of MAIN_PANELS for one scheme, in that order."""
+    method = {"hcol": (f"k{K_MAIN}", "xgboost"), "baseline": ("baseline", "linear_softmax")}
+    return [f"{run_dir(wildcards.scheme, b, method[kind][0])}/{method[kind][1]}/metrics.json" for b, kind in MAIN_PANELS]
+
+
+def evaluation_inputs(wildcards):
+    """One run's per-fold predictions and fits, and what its leakage check reads."""
+    run = run_dir(wildcards.scheme, wildcards.balance, wildcards.method)
+    per_fold = lambda name: [f"{run}/fold{f}/{wildcards.classifier}/{name}" for f in FOLDS]  # noqa: E731
+    return {"predictions": per_fold("predictions.tsv"), "fits": per_fold("fit.json"),
+            "plan": f"results/{wildcards.scheme}/{wildcards.balance}/plan.tsv",
+            "folds": f"results/{wildcards.scheme}/folds.tsv",
+            "dictionaries": [] if wildcards.method == "baseline" else [f"{run}/fold{f}/dictionary.h5" for f in FOLDS]}
 
 
 # ------------------------------------------------------------------------- targets

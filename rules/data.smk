@@ -66,7 +66,7 @@ rule folds:
     conda:
         "../envs/cntem.yaml"
     script:
-        "../workflow_scripts/make_folds.py"
+        "../workflow_scripts/folds.py"
 
 
 rule balance_plan:
@@ -74,6 +74,7 @@ rule balance_plan:
         folds="results/{scheme}/folds.tsv",
     output:
         plan="results/{scheme}/{balance}/plan.tsv",
+        model_plan="results/{scheme}/{balance}/model_plan.tsv",
     params:
         per_class=config["balance"]["per_class"],
         seed=config["balance"]["seed"],

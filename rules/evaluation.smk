@@ -3,16 +3,16 @@
 
 rule evaluate:
     input:
-        predictions=expand("results/{{scheme}}/{{balance}}/{{method}}/fold{fold}/{{classifier}}/predictions.tsv", fold=FOLDS),
-        fits=expand("results/{{scheme}}/{{balance}}/{{method}}/fold{fold}/{{classifier}}/fit.json", fold=FOLDS),
+        unpack(evaluation_inputs),
     output:
         metrics="results/{scheme}/{balance}/{method}/{classifier}/metrics.json",
+        leakage="results/{scheme}/{balance}/{method}/{classifier}/leakage.txt",
     log:
         "results/logs/{scheme}/{balance}/{method}/{classifier}/evaluate.log",
     conda:
         "../envs/cntem.yaml"
     script:
-        "../workflow_scripts/evaluate_run.py"
+        "../workflow_scripts/evaluate.py"
 
 
 rule collect_metrics:
@@ -21,7 +21,7 @@ rule collect_metrics:
     output:
         report("results/metrics.tsv", category="2. Metrics", caption="../report/metrics.rst"),
     params:
-        runs=evaluation_runs(),
+        runs=run_descriptions(evaluation_runs()),
         config_digest=CONFIG_DIGEST,
     log:
         "results/logs/collect_metrics.log",
@@ -33,16 +33,9 @@ rule collect_metrics:
 
 rule leakage_check:
     input:
-        plans=expand("results/{scheme}/{balance}/plan.tsv", scheme=SCHEMES, balance=STRATEGIES),
-        folds=expand("results/{scheme}/folds.tsv", scheme=SCHEMES),
-        fits=fold_files(evaluation_runs(), "fit.json"),
-        dictionaries=sorted({f"{run_dir(s, b, m)}/fold{f}/dictionary.h5"
-                             for s, b, m, c in evaluation_runs() if m != "baseline" for f in FOLDS}),
+        checks=[f"{run_dir(s, b, m)}/{c}/leakage.txt" for s, b, m, c in evaluation_runs()],
     output:
         report("results/leakage_check.txt", category="2. Metrics", caption="../report/leakage.rst"),
-    params:
-        runs=evaluation_runs(),
-        folds=FOLDS,
     log:
         "results/logs/leakage_check.log",
     conda:
@@ -53,10 +46,12 @@ rule leakage_check:
 
 rule figure_accuracy_grid:
     input:
-        unpack(main_metrics),
+        metrics=main_metrics,
     output:
         report("results/figures/{scheme}/accuracy_grid.png", category="3. Figures", subcategory="{scheme}",
                caption="../report/accuracy_grid.rst"),
+    params:
+        panels=MAIN_PANELS,
     log:
         "results/logs/figures/{scheme}/accuracy_grid.log",
     conda:
@@ -67,11 +62,12 @@ rule figure_accuracy_grid:
 
 rule figure_confusion_matrices:
     input:
-        unpack(main_metrics),
+        metrics=main_metrics,
     output:
         report("results/figures/{scheme}/confusion_matrices.png", category="3. Figures", subcategory="{scheme}",
                caption="../report/confusion_matrices.rst"),
     params:
+        panels=MAIN_PANELS,
         balance=MAIN_STRATEGY,
     log:
         "results/logs/figures/{scheme}/confusion_matrices.log",

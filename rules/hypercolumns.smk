@@ -4,7 +4,9 @@
 checkpoint hypercolumn_manifest:
     input:
         table="results/images.tsv",
-        plans=expand("results/{scheme}/{balance}/plan.tsv", scheme=SCHEMES, balance=STRATEGIES),
+        # the cross-validation plans and the final model's training set
+        plans=expand("results/{scheme}/{balance}/{plan}.tsv", scheme=SCHEMES, balance=STRATEGIES,
+                     plan=["plan", "model_plan"]),
     output:
         manifest="results/hypercolumns/manifest.tsv",
     params:

@@ -4,7 +4,8 @@
 rule train_model:
     input:
         shards=all_shards,
-        images="results/{scheme}/images.tsv",
+        plan=f"results/{{scheme}}/{MAIN_STRATEGY}/model_plan.tsv",
+        folds="results/{scheme}/folds.tsv",
     output:
         model="results/model/{scheme}/model.json",
     params:
@@ -12,14 +13,9 @@ rule train_model:
         k=K_MAIN,
         classifier=config["model"]["classifier"],
         classifier_settings=config[config["model"]["classifier"]],
-        balance=MAIN_STRATEGY,
-        per_class=config["balance"]["per_class"],
-        balance_seed=config["balance"]["seed"],
         dictionary=config["dictionary"],
         pca={key: config["vlad"][key] for key in ("pca_dim", "pca_whiten")},
         power_norm=config["vlad"]["power_norm"],
-        extraction=EXTRACTION,
-        weights=config["weights"],
     threads: LEARNING_THREADS
     resources:
         gpu=1,
@@ -54,4 +50,4 @@ rule predict:
     conda:
         "../envs/cntem.yaml"
     script:
-        "../workflow_scripts/predict_images.py"
+        "../workflow_scripts/predict.py"

@@ -8,7 +8,7 @@ import torch
 from cntem import backbone
 from cntem.backbone import (CAFFE, TORCHVISION, WeightsError, build_vgg16, convert_keras_h5,
                             load_weights, tensor_sha256)
-from cntem.vgg16_layers import CONV_INDEX
+from cntem.features import CONV_INDEX
 
 
 def write_keras_h5(state_dict: dict, path) -> None:

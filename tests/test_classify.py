@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from cntem.classify import Classifier, fit, predict, prediction_rows
-from cntem.evaluate import LeakageError, check_leakage, fold_metrics, summarize
+from cntem.classify import Classifier, prediction_rows, settings_for, timed_predict_proba
+from cntem.evaluate import LeakageError, check_leakage, fold_metrics, run_leakage_records, summarize
 
 CLASSES = ["Cl", "Fi", "Ma"]
 
@@ -27,21 +27,30 @@ SETTINGS = {
 def test_classifiers_learn_separable_classes_and_round_trip(name, tmp_path):
     x, y = blobs(30, 0)
     groups = [f"g{i // 2}" for i in range(len(y))]  # pairs, like an image and its rotated copy
-    model = fit(name, x, y, groups, CLASSES, SETTINGS[name])
+    model = Classifier(settings_for(name, SETTINGS[name]), CLASSES).fit(x, y, groups)
     xv, yv = blobs(10, 1)
-    proba, seconds = predict(model, xv)
-    assert proba.shape == (30, 3) and np.allclose(proba.sum(1), 1) and seconds >= 0
+    proba, _ = timed_predict_proba(model, xv)
+    assert proba.shape == (30, 3) and np.allclose(proba.sum(1), 1)
     assert np.mean(np.array(CLASSES)[proba.argmax(1)] == np.array(yv)) > 0.8  # AdaBoost uses stumps
-    assert model.info["fit_seconds"] > 0
     path = model.save(tmp_path / "clf")
-    again = Classifier.load(name, path, CLASSES)
+    again = Classifier.load(path, model.describe())
+    assert again.name == name and again.settings == model.settings and again.classes == CLASSES
     np.testing.assert_allclose(again.predict_proba(xv), proba, rtol=1e-6)
+
+
+def test_a_class_missing_from_training_gets_probability_zero():
+    x, y = blobs(20, 0)
+    keep = [i for i, c in enumerate(y) if c != "Fi"]
+    model = Classifier(settings_for("random_forest", SETTINGS["random_forest"]), CLASSES)
+    model.fit(x[keep], [y[i] for i in keep], [str(i) for i in keep])
+    proba = model.predict_proba(blobs(5, 1)[0])
+    assert proba.shape == (15, 3) and not proba[:, 1].any() and np.allclose(proba.sum(1), 1)
 
 
 def test_xgboost_early_stopping_uses_whole_training_groups():
     x, y = blobs(30, 0)
     groups = [f"g{i // 3}" for i in range(len(y))]
-    model = fit("xgboost", x, y, groups, CLASSES, SETTINGS["xgboost"])
+    model = Classifier(settings_for("xgboost", SETTINGS["xgboost"]), CLASSES).fit(x, y, groups)
     stop = set(model.info["early_stopping_groups"])
     assert stop and stop < set(groups)
     assert model.info["best_iteration"] < SETTINGS["xgboost"]["n_estimators"]
@@ -72,3 +81,22 @@ def test_leakage_check_fails_on_any_validation_image_used_for_fitting():
     leaky_group = {**clean, "fitted": {**clean["fitted"], "early stopping": ["gb"]}}
     with pytest.raises(LeakageError, match="early stopping"):
         check_leakage([leaky_group])
+
+
+def test_run_leakage_records_read_each_fold_s_validation_and_fitted_sets():
+    plan = [{"id": "a", "rotation": "0", "class": "Cl", "fold": "0", "role": "val"},
+            {"id": "b", "rotation": "0", "class": "Cl", "fold": "0", "role": "train"},
+            {"id": "b", "rotation": "0", "class": "Cl", "fold": "1", "role": "val"},
+            {"id": "a", "rotation": "90", "class": "Cl", "fold": "1", "role": "train"}]
+    folds = [{"id": "a", "group": "ga"}, {"id": "b", "group": "gb"}]
+    fits = [{"train_ids": ["b"], "early_stopping_groups": ["gb"]}, {"train_ids": ["a"]}]
+    records = run_leakage_records("s/rotate/k8/xgboost", plan, folds, fits, [["b"], ["a"]])
+    assert [r["name"] for r in records] == ["s/rotate/k8/xgboost/fold0", "s/rotate/k8/xgboost/fold1"]
+    assert records[0]["val_ids"] == {"a"} and records[0]["val_groups"] == {"ga"}
+    assert records[1]["fitted"] == {"classifier": ["a"], "early stopping": [], "dictionary/PCA": ["a"]}
+    assert len(check_leakage(records)) == 2
+    # fold 1's dictionary fitted on its validation image b: caught
+    with pytest.raises(LeakageError, match="fold1: dictionary/PCA"):
+        check_leakage(run_leakage_records("run", plan, folds, fits, [["b"], ["b"]]))
+    # a baseline (no dictionary) has no dictionary record
+    assert "dictionary/PCA" not in run_leakage_records("run", plan, folds, fits, [])[0]["fitted"]

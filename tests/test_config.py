@@ -122,3 +122,25 @@ def test_k_beyond_the_dictionary_sample_is_refused_with_the_config():
     wide = with_defaults({"data": {"dir": "x"}, "vlad": {"pca_dim": 2000}})
     assert "vlad.pca_dim: 2000 exceeds the 1472 hypercolumn features" in consistency_problems(wide)[0]
     assert consistency_problems(with_defaults({"data": {"dir": "x"}})) == []
+
+
+def test_library_defaults_and_names_agree_with_the_schema():
+    """Config and library declare the method's defaults; they must be the same numbers and names."""
+    from dataclasses import asdict
+
+    from cntem import WEIGHTS_CACHE
+    from cntem.classify import NAMES, settings_for
+    from cntem.config import make_dictionary, make_extraction
+    from cntem.dictionary import VisualDictionary
+    from cntem.features import ExtractionSettings
+
+    defaults = with_defaults({"data": {"dir": "x"}})
+    for name in NAMES:
+        section = "baseline" if name == "linear_softmax" else name
+        assert asdict(settings_for(name)) == defaults[section], name
+    schema = yaml.safe_load(Path(SCHEMA).read_text())["properties"]
+    assert schema["classifiers"]["items"]["enum"] == [n for n in NAMES if n != "linear_softmax"]
+    assert schema["model"]["properties"]["classifier"]["enum"] == schema["classifiers"]["items"]["enum"]
+    assert make_extraction(defaults["hypercolumns"], defaults["hypercolumns"]["batch_size"]) == ExtractionSettings()
+    assert make_dictionary(50, defaults["dictionary"], defaults["vlad"]).describe() == VisualDictionary(50).describe()
+    assert defaults["weights_cache"] == WEIGHTS_CACHE

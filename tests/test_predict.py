@@ -19,14 +19,16 @@ import yaml
 from PIL import Image
 
 from cntem.backbone import load_weights
-from cntem.classify import fit
+from cntem.classify import Classifier, XGBoostSettings
 from cntem.cli import main as cntem_main
-from cntem.dictionary import build_dictionary
-from cntem.hypercolumns import ExtractionSettings, extract_shard
-from cntem.predict import Bundle, predict_images, save_bundle
+from cntem.dictionary import VisualDictionary
+from cntem.features import ExtractionSettings
+from cntem.hypercolumns import extract_shard
+from cntem.model import Model
+from cntem.predict import predict_images
 from cntem.shards import HypercolumnStore
 from cntem.synthetic import NIOSH_PREFIX, generate_dataset
-from cntem.vlad import encode
+from cntem.vlad import VladEncoder
 
 from conftest import SHARED_WEIGHTS
 
@@ -38,7 +40,7 @@ IMAGE_SIZE = 64
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, weights):
-    """(model folder, folder of the 12 training images): a bundle fitted like rule train_model does."""
+    """(model folder, folder of the 12 training images): a model fitted like rule train_model does."""
     root = tmp_path_factory.mktemp("predict")
     images = root / "images"
     generate_dataset(images, {c: 4 for c in CLASSES}, seed=5, size_range=(IMAGE_SIZE, IMAGE_SIZE))
@@ -47,16 +49,14 @@ def trained(tmp_path_factory, weights):
     settings = ExtractionSettings(image_size=IMAGE_SIZE, batch_size=8)
     extract_shard(entries, root / "shard-000.h5", weights, settings, CPU, workers=0, progress=False)
     pairs = [(e["id"], 0) for e in entries]
-    with HypercolumnStore([root / "shard-000.h5"]) as store:
-        dictionary = build_dictionary(store, pairs, 4, {"sample_size": 2000, "niter": 10, "seed": 0,
-                                                        "max_points_per_centroid": 256}, {}, "cpu")
-        x = encode(store, pairs, dictionary, CPU)
     class_of_prefix = {NIOSH_PREFIX[c]: c for c in CLASSES}
     y = [class_of_prefix[f.stem.rsplit("-", 1)[0]] for f in files]
-    classifier = fit("xgboost", x, y, [f.name for f in files], CLASSES,
-                     {"n_estimators": 30, "max_depth": 2, "learning_rate": 0.3, "max_bin": 32,
-                      "colsample_bynode": 1.0, "subsample": 1.0, "early_stopping_rounds": None, "seed": 0})
-    save_bundle(root / "model", dictionary, classifier, weights, settings, False, {}, len(files))
+    model = Model(VladEncoder(VisualDictionary(4, sample_size=2000, niter=10, seed=0, device="cpu")),
+                  Classifier(XGBoostSettings(n_estimators=30, max_depth=2, learning_rate=0.3, colsample_bynode=1.0,
+                                             subsample=1.0, early_stopping_rounds=None), CLASSES))
+    with HypercolumnStore([root / "shard-000.h5"]) as store:
+        model.fit(store, pairs, y, [f.name for f in files])
+    model.save(root / "model" / "model.json")
     return root / "model", images
 
 
@@ -102,7 +102,7 @@ def damage(folder: Path, like: Path) -> dict[str, Path]:
 # ----------------------------------------------------------------------------- point 8
 def test_unreadable_files_are_skipped_and_the_others_keep_their_predictions(trained, weights, tmp_path):
     model, images = trained
-    bundle = Bundle(model)
+    bundle = Model.load(model)
     names = sorted(p.name for p in images.glob("*.tif"))[:3]
     good = copy_images(images, names, tmp_path / "batch")
     bad = damage(tmp_path / "batch", like=good[0])
@@ -222,7 +222,7 @@ def test_the_predict_rule_keeps_going_past_unreadable_files(trained, weights, tm
 # ----------------------------------------------------------------------------- point 9
 def test_weights_without_their_sidecar_predict_as_the_model_was_trained(trained, weights, tmp_path, caplog):
     model, images = trained
-    bundle = Bundle(model)
+    bundle = Model.load(model)
     bare = tmp_path / "vgg16_no_sidecar.pth"
     if SHARED_WEIGHTS.exists():  # the paper's weights, copied without vgg16_imagenet_caffe.json
         shutil.copy(SHARED_WEIGHTS, bare)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from cntem.config import config_digest
+
 from conftest import REPO, SHARED_WEIGHTS, copy_checkout, write_image
 
 WEIGHTS = str(SHARED_WEIGHTS) if SHARED_WEIGHTS.exists() else "random"
@@ -64,6 +66,7 @@ def test_own_data_recipe_as_the_readme_says(tmp_path):
     assert "ignored 1 file(s)" in (results / "logs" / "ingest.log").read_text()
     metrics = list(csv.DictReader(open(results / "metrics.tsv"), delimiter="\t"))
     assert {r["class"] for r in metrics if r["metric"] == "class_accuracy"} == {"Cl", "Fi", "Ma"}
+    assert {r["config"] for r in metrics} == {config_digest(effective)}  # every row traced to config.yaml
 
 
 def test_niosh_recipe_as_the_readme_says(tmp_path):

@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from cntem.dictionary import Dictionary, fit_kmeans, fit_pca, project, sample_vectors
-from cntem.vlad import encode, load_vlad, save_vlad, vlad
+from cntem.dictionary import VisualDictionary, fit_kmeans, sample_vectors
+from cntem.vlad import VladEncoder, load_vlad, save_vlad, vlad
 
 
 def test_hand_computed_vlad():
@@ -61,25 +61,29 @@ def test_kmeans_pca_encode_and_storage(tmp_path):
     assert np.max(np.min(np.linalg.norm(centers[:, None] - centroids[None], axis=-1), axis=1)) < 0.5
     again, _ = fit_kmeans(sample, 4, niter=20, seed=1, max_points_per_centroid=256, use_gpu=False, nredo=5)
     assert np.array_equal(centroids, again)  # seeded: identical run to run
-    mean, rows = fit_pca(sample, 3, whiten=True)
-    projected = project(sample, mean, rows)
-    np.testing.assert_allclose(projected.std(0), 1.0, rtol=0.05)
-    d = Dictionary(centroids, meta={"fit_ids": ["im0", "im1"], "k": 4})
+    whitened = VisualDictionary(4, niter=20, seed=1, pca_dim=3, pca_whiten=True, device="cpu").fit_vectors(sample)
+    np.testing.assert_allclose(whitened.project(sample).std(0), 1.0, rtol=0.05)
+    d = VisualDictionary(4, sample_size=200, niter=20, nredo=5, seed=1, device="cpu").fit(store, list(data)[:2])
+    assert d.fit_ids_ == ["im0", "im1"] and d.centroids_.shape == (4, 6)
+    d.centroids_ = centroids
     d.save(tmp_path / "d.h5")
-    loaded = Dictionary.load(tmp_path / "d.h5")
-    assert np.array_equal(loaded.centroids, centroids) and loaded.meta["fit_ids"] == ["im0", "im1"]
-    x = encode(store, list(data), loaded, torch.device("cpu"), batch_size=4)
+    loaded = VisualDictionary.load(tmp_path / "d.h5")
+    assert np.array_equal(loaded.centroids_, centroids) and loaded.fit_ids_ == ["im0", "im1"]
+    assert (loaded.k, loaded.nredo, loaded.pca_dim) == (4, 5, None)
+    x = VladEncoder(loaded, batch_size=4).transform_store(store, list(data))
     assert x.shape == (6, 24)
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
     # Reused batch buffers (6 entries in batches of 4) give each entry its own encoding.
     one_by_one = [vlad(torch.from_numpy(h).float()[None], torch.from_numpy(centroids))[0].numpy() for h in data.values()]
     np.testing.assert_allclose(x, np.stack(one_by_one), atol=1e-6)
     # With a PCA, descriptors are centred and projected before assignment.
-    with_pca = Dictionary(centroids[:, :3].copy(), mean, rows, meta={"fit_ids": []})
-    x_pca = encode(store, list(data), with_pca, torch.device("cpu"), batch_size=4)
+    whitened.save(tmp_path / "w.h5")
+    with_pca = VisualDictionary.load(tmp_path / "w.h5")
+    x_pca = VladEncoder(with_pca, batch_size=4).transform_store(store, list(data))
     h = torch.from_numpy(data[("im5", 0)]).float()
-    expected = vlad(((h - torch.from_numpy(mean)) @ torch.from_numpy(rows).T)[None], torch.from_numpy(centroids[:, :3]))
-    np.testing.assert_allclose(x_pca[5], expected[0].numpy(), atol=1e-5)
+    mean, rows = torch.from_numpy(with_pca.pca_mean_), torch.from_numpy(with_pca.pca_components_)
+    expected = vlad(((h - mean) @ rows.T)[None], torch.from_numpy(with_pca.centroids_))
+    np.testing.assert_allclose(x_pca[5], expected[0].numpy(), atol=1e-4)  # float32: x R^T - m R^T vs (x - m) R^T
     save_vlad(tmp_path / "v.h5", {"train": {"X": x, "ids": [i for i, _ in data], "rotations": [0] * 6,
                                             "y": ["a", "b"] * 3}}, {"k": 4})
     splits, meta = load_vlad(tmp_path / "v.h5")

@@ -3,7 +3,8 @@ import torch
 
 from cntem import rule_log
 from cntem.backbone import load_weights, resolve_device
-from cntem.hypercolumns import ExtractionSettings, extract_shard
+from cntem.config import make_extraction
+from cntem.hypercolumns import extract_shard
 from cntem.io import read_table
 from cntem.shards import check_disk, shard_bytes
 
@@ -13,7 +14,7 @@ log = rule_log(snakemake.log[0])
 runtime = snakemake.config
 manifest = {(r["id"], r["rotation"]): r for r in read_table(snakemake.params.manifest)}
 entries = [manifest[tuple(m.rsplit("@", 1))] for m in snakemake.params.members.split(";")]
-settings = ExtractionSettings.from_config(snakemake.params.extraction, runtime["hypercolumns"]["batch_size"])
+settings = make_extraction(snakemake.params.extraction, runtime["hypercolumns"]["batch_size"])
 device = resolve_device(runtime["device"])
 torch.set_num_threads(max(snakemake.threads - 1, 1) if device.type == "cpu" else snakemake.threads)
 weights = load_weights(snakemake.params.weights, runtime["weights_cache"])

@@ -6,9 +6,8 @@ from cntem.plots import accuracy_grid
 
 log = rule_log(snakemake.log[0])
 metrics = {}
-for key, path in snakemake.input.items():
-    balance, method = key.split("|")
+for panel, path in zip(snakemake.params.panels, snakemake.input.metrics):
     with open(path) as fh:
-        metrics[(balance, "baseline" if method == "baseline" else "hcol")] = json.load(fh)
+        metrics[tuple(panel)] = json.load(fh)
 accuracy_grid(metrics, snakemake.output[0], snakemake.wildcards.scheme)
 log.info("accuracy grid of %s from %d runs", snakemake.wildcards.scheme, len(metrics))

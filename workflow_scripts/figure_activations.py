@@ -3,12 +3,13 @@ import torch
 
 from cntem import rule_log
 from cntem.backbone import load_weights
-from cntem.hypercolumns import ExtractionSettings, HypercolumnNet, layer_activations
+from cntem.config import make_extraction
+from cntem.hypercolumns import HypercolumnNet, layer_activations
 from cntem.io import read_table
 from cntem.plots import activation_maps, pick_examples
 
 log = rule_log(snakemake.log[0])
-settings = ExtractionSettings.from_config(snakemake.params.extraction)
+settings = make_extraction(snakemake.params.extraction)
 weights = load_weights(snakemake.params.weights, snakemake.config["weights_cache"])
 net = HypercolumnNet(weights, settings.taps, torch.device("cpu"))
 examples = pick_examples(read_table(snakemake.input.images), 1, snakemake.params.seed)

@@ -1,28 +1,20 @@
 """Rule train_baseline: the paper's VGG16 + linear softmax on pooled top-layer features."""
-import json
-
 from cntem import rule_log
-from cntem.classify import PREDICTION_COLUMNS, fit, predict, prediction_rows
-from cntem.folds import fold_entries
+from cntem.config import make_classifier
+from cntem.evaluate import fit_and_predict_fold, write_fold_outputs
+from cntem.folds import entry_keys, fold_entries
+from cntem.io import read_table
+from cntem.schemes import ordered_classes
 from cntem.shards import HypercolumnStore
-from cntem.io import read_table, write_table
-from cntem.schemes import scheme_classes
 
 log = rule_log(snakemake.log[0])
-fold = snakemake.wildcards.fold
-splits = fold_entries(read_table(snakemake.input.plan), fold)
+splits = fold_entries(read_table(snakemake.input.plan), snakemake.wildcards.fold)
 group_of = {r["id"]: r["group"] for r in read_table(snakemake.input.folds)}
-classes = scheme_classes({r["class"]: r["class"] for r in splits["train"] + splits["val"]})
 with HypercolumnStore(snakemake.input.shards) as store:
-    x = {name: store.pooled([(r["id"], r["rotation"]) for r in rows]) for name, rows in splits.items()}
-train, val = splits["train"], splits["val"]
-model = fit("linear_softmax", x["train"], [r["class"] for r in train], [group_of[r["id"]] for r in train],
-            classes, snakemake.params.settings, threads=snakemake.threads)
-proba, predict_seconds = predict(model, x["val"])
-rows = prediction_rows([r["id"] for r in val], [fold] * len(val), [r["class"] for r in val], proba, classes)
-write_table(snakemake.output.predictions, rows, PREDICTION_COLUMNS + [f"p_{c}" for c in classes])
-model.info.update(predict_seconds=predict_seconds, classes=classes, n_train=len(train),
-                  train_ids=sorted({r["id"] for r in train}), feature_dim=int(x["train"].shape[1]))
-with open(snakemake.output.fit, "w") as fh:
-    json.dump(model.info, fh, indent=1)
-log.info("baseline fold %s: accuracy %.3f", fold, sum(r["true"] == r["predicted"] for r in rows) / len(rows))
+    features = {role: {"X": store.pooled(entry_keys(rows)), "ids": [r["id"] for r in rows],
+                       "y": [r["class"] for r in rows]} for role, rows in splits.items()}
+classes = ordered_classes(features["train"]["y"] + features["val"]["y"])
+classifier = make_classifier("linear_softmax", snakemake.params.settings, classes, threads=snakemake.threads)
+rows, info = fit_and_predict_fold(classifier, features["train"], features["val"], group_of, snakemake.wildcards.fold)
+write_fold_outputs(rows, info, classifier.classes, snakemake.output.predictions, snakemake.output.fit)
+log.info("baseline fold %s: accuracy %.3f", snakemake.wildcards.fold, info["accuracy"])

@@ -3,6 +3,8 @@ import logging
 import sys
 
 __version__ = "0.1.0"
+# Where downloaded and converted VGG16 weights are kept (config key weights_cache, cntem --weights-cache).
+WEIGHTS_CACHE = "~/.cache/cntem"
 
 
 class ActionableError(Exception):

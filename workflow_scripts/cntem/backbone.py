@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torchvision
 
-from . import ActionableError
-from .vgg16_layers import CONV_INDEX
+from . import WEIGHTS_CACHE, ActionableError
+from .features import CONV_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def _keras_imagenet(cache: Path) -> dict:
     return state
 
 
-def load_weights(spec: str, cache_dir: str | os.PathLike = "~/.cache/cntem") -> Weights:
+def load_weights(spec: str, cache_dir: str | os.PathLike = WEIGHTS_CACHE) -> Weights:
     """Resolve a ``weights`` config value to conv weights and their input convention."""
     cache = Path(os.path.expanduser(str(cache_dir)))
     if spec == "keras-imagenet":

@@ -1,4 +1,8 @@
-"""Classifiers on VLAD vectors (gradient boosting, random forest, AdaBoost) and the VGG16 + LS baseline.
+"""Classifiers of image representations: gradient boosting, random forest, AdaBoost and linear softmax.
+
+One class, :class:`Classifier`, wraps each of them with the same small interface (``fit`` /
+``predict_proba`` / ``save`` / ``load``) and explicit settings. Cross-validation, the final model and
+prediction all go through it.
 
 Speed matters here: VLAD vectors are K x 1472 wide (73,600 at K = 50). XGBoost's histogram
 method with few bins, per-node column sampling and shallow trees keeps a fit in seconds;
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -16,7 +21,51 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-NAMES = ("xgboost", "random_forest", "adaboost", "linear_softmax")
+
+@dataclass(frozen=True)
+class XGBoostSettings:
+    n_estimators: int = 150
+    max_depth: int = 3
+    learning_rate: float = 0.2
+    max_bin: int = 32
+    colsample_bynode: float = 0.2
+    subsample: float = 0.9
+    early_stopping_rounds: int | None = 20
+    early_stopping_fraction: float = 0.15
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RandomForestSettings:
+    n_estimators: int = 300
+    max_features: str | float = "sqrt"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class AdaBoostSettings:
+    n_estimators: int = 100
+    learning_rate: float = 0.5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LinearSoftmaxSettings:
+    C: float = 1.0
+    max_iter: int = 2000
+
+
+# Every classifier the workflow knows, by the name configs, rules and model bundles use.
+SETTINGS = {"xgboost": XGBoostSettings, "random_forest": RandomForestSettings, "adaboost": AdaBoostSettings,
+            "linear_softmax": LinearSoftmaxSettings}
+NAMES = tuple(SETTINGS)
+
+
+def settings_for(name: str, values: dict | None = None):
+    """The settings object of classifier `name` from a config section (missing keys take the defaults)."""
+    if name not in SETTINGS:
+        raise ValueError(f"unknown classifier {name!r}; one of {NAMES}")
+    return SETTINGS[name](**(values or {}))
 
 
 def cuda_device_count() -> int:
@@ -48,40 +97,6 @@ def xgboost_device(requested: str) -> str:
     return "cpu"
 
 
-class Classifier:
-    """A fitted model with class names; predict_proba columns follow `classes`."""
-
-    def __init__(self, name: str, model, classes: list[str], info: dict):
-        self.name, self.model, self.classes, self.info = name, model, list(classes), info
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return self.model.predict_proba(x)
-
-    def save(self, path_stem) -> str:
-        """XGBoost in its own binary JSON model format, scikit-learn models with joblib."""
-        import joblib
-
-        if self.name == "xgboost":
-            path = f"{path_stem}.ubj"
-            self.model.save_model(path)
-        else:
-            path = f"{path_stem}.joblib"
-            joblib.dump(self.model, path)
-        return path
-
-    @classmethod
-    def load(cls, name: str, path: str, classes: list[str]) -> "Classifier":
-        import joblib
-        import xgboost as xgb
-
-        if name == "xgboost":
-            model = xgb.XGBClassifier()
-            model.load_model(path)
-        else:
-            model = joblib.load(path)
-        return cls(name, model, classes, {})
-
-
 def _early_stopping_split(y, groups, fraction, seed):
     from sklearn.model_selection import GroupShuffleSplit
 
@@ -92,72 +107,123 @@ def _early_stopping_split(y, groups, fraction, seed):
     return fit_idx, stop_idx
 
 
-def fit(name: str, x: np.ndarray, y: list[str], groups: list[str], classes: list[str], params: dict,
-        device: str = "cpu", threads: int = 1) -> Classifier:
-    """Fit classifier `name` on training rows; `groups` keep copies of one micrograph together."""
-    y_idx = np.array([classes.index(c) for c in y])
-    groups = np.asarray(groups)
-    info = {}
-    start = time.perf_counter()
-    if name == "xgboost":
+class Classifier:
+    """One classifier (`settings` says which) over fixed `classes`; predict_proba columns follow `classes`.
+
+    After fit, `info` holds what a report or the leakage check needs: fit seconds, the training
+    ids' groups used for early stopping, the best iteration and the device.
+    """
+
+    def __init__(self, settings, classes: list[str], device: str = "cpu", threads: int = 1):
+        self.settings, self.classes = settings, list(classes)
+        self.device, self.threads = device, threads
+        self.name = next(name for name, kind in SETTINGS.items() if isinstance(settings, kind))
+        self.model, self.info = None, {}
+
+    def fit(self, x: np.ndarray, y: list[str], groups: list[str]) -> "Classifier":
+        """Fit on training rows; `groups` keep the copies of one micrograph together (early stopping)."""
+        y_idx = np.array([self.classes.index(c) for c in y])
+        groups = np.asarray(groups)
+        start = time.perf_counter()
+        self.info = {}
+        self.model = getattr(self, f"_fit_{self.name}")(x, y_idx, groups)
+        self.info["fit_seconds"] = time.perf_counter() - start
+        return self
+
+    def _fit_xgboost(self, x, y, groups):
         import xgboost as xgb
 
+        s = self.settings
         model = xgb.XGBClassifier(
-            n_estimators=params["n_estimators"], max_depth=params["max_depth"],
-            learning_rate=params["learning_rate"], max_bin=params["max_bin"],
-            colsample_bynode=params["colsample_bynode"], subsample=params["subsample"],
-            tree_method="hist", device=xgboost_device(device), random_state=params["seed"],
-            n_jobs=threads, eval_metric="mlogloss",
-            objective="multi:softprob" if len(classes) > 2 else "binary:logistic",
-            early_stopping_rounds=params.get("early_stopping_rounds"))
+            n_estimators=s.n_estimators, max_depth=s.max_depth, learning_rate=s.learning_rate, max_bin=s.max_bin,
+            colsample_bynode=s.colsample_bynode, subsample=s.subsample, tree_method="hist",
+            device=xgboost_device(self.device), random_state=s.seed, n_jobs=self.threads, eval_metric="mlogloss",
+            objective="multi:softprob" if len(self.classes) > 2 else "binary:logistic",
+            early_stopping_rounds=s.early_stopping_rounds)
         split = None
-        if params.get("early_stopping_rounds"):
-            split = _early_stopping_split(y_idx, groups, params["early_stopping_fraction"], params["seed"])
+        if s.early_stopping_rounds:
+            split = _early_stopping_split(y, groups, s.early_stopping_fraction, s.seed)
         if split is None:
             model.set_params(early_stopping_rounds=None)
-            model.fit(x, y_idx, verbose=False)
+            model.fit(x, y, verbose=False)
         else:
             fit_idx, stop_idx = split
-            model.fit(x[fit_idx], y_idx[fit_idx], eval_set=[(x[stop_idx], y_idx[stop_idx])], verbose=False)
-            info["early_stopping_groups"] = sorted(set(groups[stop_idx].tolist()))
-            info["best_iteration"] = int(model.best_iteration)
-        info["device"] = model.get_params()["device"]
-    elif name == "random_forest":
+            model.fit(x[fit_idx], y[fit_idx], eval_set=[(x[stop_idx], y[stop_idx])], verbose=False)
+            self.info["early_stopping_groups"] = sorted(set(groups[stop_idx].tolist()))
+            self.info["best_iteration"] = int(model.best_iteration)
+        self.info["device"] = model.get_params()["device"]
+        return model
+
+    def _fit_random_forest(self, x, y, groups):
         from sklearn.ensemble import RandomForestClassifier
 
-        model = RandomForestClassifier(n_estimators=params["n_estimators"], max_features=params["max_features"],
-                                       random_state=params["seed"], n_jobs=threads).fit(x, y_idx)
-    elif name == "adaboost":
+        s = self.settings
+        return RandomForestClassifier(n_estimators=s.n_estimators, max_features=s.max_features, random_state=s.seed,
+                                      n_jobs=self.threads).fit(x, y)
+
+    def _fit_adaboost(self, x, y, groups):
         from sklearn.ensemble import AdaBoostClassifier
         from sklearn.tree import DecisionTreeClassifier
 
-        model = AdaBoostClassifier(DecisionTreeClassifier(max_depth=1), n_estimators=params["n_estimators"],
-                                   learning_rate=params["learning_rate"], random_state=params["seed"]).fit(x, y_idx)
-    elif name == "linear_softmax":
+        s = self.settings
+        return AdaBoostClassifier(DecisionTreeClassifier(max_depth=1), n_estimators=s.n_estimators,
+                                  learning_rate=s.learning_rate, random_state=s.seed).fit(x, y)
+
+    def _fit_linear_softmax(self, x, y, groups):
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=params["C"], max_iter=params["max_iter"]))
-        model.fit(x, y_idx)
-    else:
-        raise ValueError(f"unknown classifier {name!r}; one of {NAMES}")
-    info["fit_seconds"] = time.perf_counter() - start
-    return Classifier(name, model, classes, info)
+        s = self.settings
+        return make_pipeline(StandardScaler(), LogisticRegression(C=s.C, max_iter=s.max_iter)).fit(x, y)
 
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """(N, len(classes)) probabilities; a class absent from training gets probability 0."""
+        proba = self.model.predict_proba(x)
+        if proba.shape[1] != len(self.classes):
+            full = np.zeros((len(x), len(self.classes)))
+            full[:, self.model.classes_] = proba
+            proba = full
+        return proba
 
-def predict(classifier: Classifier, x: np.ndarray) -> tuple[np.ndarray, float]:
-    """Class probabilities (N, n_classes) and the seconds it took."""
-    start = time.perf_counter()
-    proba = classifier.predict_proba(x)
-    if proba.shape[1] != len(classifier.classes):  # a class absent from training: widen with zeros
-        full = np.zeros((len(x), len(classifier.classes)))
-        full[:, classifier.model.classes_] = proba
-        proba = full
-    return proba, time.perf_counter() - start
+    def save(self, path_stem) -> str:
+        """XGBoost in its own binary JSON model format, scikit-learn models with joblib; returns the path."""
+        import joblib
+
+        if self.name == "xgboost":
+            path = f"{path_stem}.ubj"
+            self.model.save_model(path)
+        else:
+            path = f"{path_stem}.joblib"
+            joblib.dump(self.model, path)
+        return path
+
+    def describe(self) -> dict:
+        return {"classifier": self.name, "settings": asdict(self.settings), "classes": self.classes}
+
+    @classmethod
+    def load(cls, path, description: dict) -> "Classifier":
+        """A classifier saved with save(), given what describe() said of it."""
+        import joblib
+        import xgboost as xgb
+
+        classifier = cls(settings_for(description["classifier"], description["settings"]), description["classes"])
+        if classifier.name == "xgboost":
+            classifier.model = xgb.XGBClassifier()
+            classifier.model.load_model(str(path))
+        else:
+            classifier.model = joblib.load(path)
+        return classifier
 
 
 PREDICTION_COLUMNS = ["id", "fold", "true", "predicted", "confidence"]
+
+
+def timed_predict_proba(classifier: Classifier, x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Class probabilities and the seconds they took."""
+    start = time.perf_counter()
+    proba = classifier.predict_proba(x)
+    return proba, time.perf_counter() - start
 
 
 def prediction_rows(ids, folds, y_true, proba, classes) -> list[dict]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import ActionableError, __version__, log_to
+from . import WEIGHTS_CACHE, ActionableError, __version__, log_to
+from .features import ExtractionSettings
 
 EXIT_CODES = """\
 Beside --out (default predictions.csv) it writes <name>_shares.csv (the share of each class among the
@@ -22,18 +23,19 @@ exit status:
 
 def _predict(args) -> int:
     from .backbone import load_weights, resolve_device
-    from .predict import Bundle, list_images, predict_images, require_a_classified_image, write_predictions
+    from .model import Model
+    from .predict import class_shares, list_images, output_paths, predict_images, require_a_classified_image, write_predictions
 
-    bundle = Bundle(args.model)
-    weights = load_weights(args.weights or bundle.meta["weights"], args.weights_cache)
-    rows, unreadable = predict_images(bundle, list_images(args.images), weights, resolve_device(args.device),
+    model = Model.load(args.model)
+    weights = load_weights(args.weights or model.weights_["name"], args.weights_cache)
+    rows, unreadable = predict_images(model, list_images(args.images), weights, resolve_device(args.device),
                                       args.batch_size, progress=True)
-    paths = write_predictions(rows, unreadable, bundle.meta["classes"], args.out)
+    paths = output_paths(args.out)
+    write_predictions(rows, unreadable, model.classes, *paths.values())
     require_a_classified_image(rows, unreadable, paths["unreadable"])
     print(f"{len(rows)} images classified -> {paths['predictions']} (class shares: {paths['shares']})")
-    for line in open(paths["shares"]).read().splitlines()[1:]:
-        cls, n, share = line.split(",")
-        print(f"  {cls:>4}: {int(n):5d} images  {100 * float(share):5.1f}%")
+    for share in class_shares(rows, model.classes):
+        print(f"  {share['class']:>4}: {share['images']:5d} images  {100 * float(share['share']):5.1f}%")
     if unreadable:
         print(f"{len(unreadable)} unreadable files not classified -> {paths['unreadable']}")
     return 0
@@ -49,9 +51,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", required=True, help="model folder (results/model/<scheme>) or its model.json")
     p.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
     p.add_argument("--weights", help="VGG16 weights (default: the model's); must match the model's sha256")
-    p.add_argument("--weights-cache", default="~/.cache/cntem")
+    p.add_argument("--weights-cache", default=WEIGHTS_CACHE)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=ExtractionSettings.batch_size)
     args = parser.parse_args(argv)
     log_to(None)
     from .predict import NothingClassifiedError  # imports torch: only now, so that --help stays instant

@@ -7,11 +7,12 @@ hours of extraction (K above the dictionary sample, a PCA wider than the hyperco
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import yaml
 
 from .schemes import resolve_scheme
-from .vgg16_layers import CONV_CHANNELS
+from .features import CONV_CHANNELS
 
 
 def schema_problems(config: dict, schema: dict) -> list[str]:
@@ -63,6 +64,34 @@ def consistency_problems(config: dict) -> list[str]:
         problems.append(f"vlad.pca_dim: {vlad['pca_dim']} exceeds the {width} hypercolumn features of the taps "
                         f"(or dictionary.sample_size {dictionary['sample_size']}); lower it or set it to null")
     return problems
+
+
+# ------------------------------------------------------------------ config sections -> library objects
+# The one place where config key names meet the library's explicit arguments.
+def make_extraction(section: dict, batch_size: int | None = None):
+    """ExtractionSettings from (the part of) the `hypercolumns` section that changes what is extracted."""
+    from .features import ExtractionSettings
+
+    settings = ExtractionSettings(tuple(section["taps"]), section["density"], section["image_size"],
+                                  section["resize"], section["seed"])
+    return settings if batch_size is None else replace(settings, batch_size=batch_size)
+
+
+def make_dictionary(k: int, dictionary: dict, pca: dict, device: str = "auto"):
+    """A VisualDictionary from the `dictionary` section and `vlad.pca_dim` / `vlad.pca_whiten`."""
+    from .dictionary import VisualDictionary
+
+    return VisualDictionary(k, sample_size=dictionary["sample_size"], niter=dictionary["niter"],
+                            nredo=dictionary["nredo"], max_points_per_centroid=dictionary["max_points_per_centroid"],
+                            seed=dictionary["seed"], pca_dim=pca["pca_dim"], pca_whiten=pca["pca_whiten"],
+                            device=device)
+
+
+def make_classifier(name: str, section: dict, classes: list[str], device: str = "cpu", threads: int = 1):
+    """A Classifier `name` (xgboost, random_forest, adaboost, linear_softmax) from its config section."""
+    from .classify import Classifier, settings_for
+
+    return Classifier(settings_for(name, section), classes, device, threads)
 
 
 def config_digest(config: dict) -> str:

@@ -1,13 +1,12 @@
-"""The visual dictionary: K-means (FAISS) on hypercolumns of one fold's training entries.
+"""The visual dictionary: K-means (FAISS) on hypercolumns of training entries only.
 
 Optionally the hypercolumns are first projected by a PCA (with whitening) fitted on the same
-training sample; the projection is stored with the centroids and applied again by the encoder.
+training sample; the projection is kept with the centroids and applied by every encoder.
 """
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 
 import faiss
 import h5py
@@ -20,36 +19,6 @@ log = logging.getLogger(__name__)
 
 def faiss_gpu_count() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-
-
-@dataclass
-class Dictionary:
-    centroids: np.ndarray  # (K, d) float32 in the (projected) hypercolumn space
-    pca_mean: np.ndarray | None = None  # (D,)
-    pca_components: np.ndarray | None = None  # (d, D), rows already divided by sqrt(var) if whitened
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def k(self) -> int:
-        return len(self.centroids)
-
-    def save(self, path) -> None:
-        with h5py.File(path, "w") as h5:
-            h5.create_dataset("centroids", data=self.centroids)
-            if self.pca_components is not None:
-                h5.create_dataset("pca_mean", data=self.pca_mean)
-                h5.create_dataset("pca_components", data=self.pca_components)
-            fit_ids = self.meta.get("fit_ids", [])
-            h5.create_dataset("fit_ids", data=np.array(fit_ids, dtype=h5py.string_dtype()))
-            h5.attrs["meta"] = json.dumps({k: v for k, v in self.meta.items() if k != "fit_ids"})
-
-    @classmethod
-    def load(cls, path) -> "Dictionary":
-        with h5py.File(path, "r") as h5:
-            meta = json.loads(h5.attrs["meta"])
-            meta["fit_ids"] = list(h5["fit_ids"].asstr()[()])
-            pca = ("pca_mean" in h5) and (h5["pca_mean"][()], h5["pca_components"][()])
-            return cls(h5["centroids"][()], *(pca or (None, None)), meta=meta)
 
 
 def sample_vectors(store, entries, sample_size: int, seed: int, progress: bool = False) -> np.ndarray:
@@ -74,7 +43,7 @@ def fit_pca(x: np.ndarray, dim: int, whiten: bool) -> tuple[np.ndarray, np.ndarr
     from sklearn.decomposition import PCA
 
     if dim > min(x.shape):
-        raise ValueError(f"vlad.pca_dim={dim} exceeds the sample's rank bound {min(x.shape)}")
+        raise ActionableError(f"vlad.pca_dim={dim} exceeds the sample's rank bound {min(x.shape)}")
     # Many more vectors than features: the exact eigendecomposition of the D x D covariance is
     # faster than a randomized SVD of the sample (1.5 vs 2.7 s at 50,000 x 1472) and needs no seed.
     pca = PCA(n_components=dim, whiten=False, svd_solver="covariance_eigh").fit(x)
@@ -82,10 +51,6 @@ def fit_pca(x: np.ndarray, dim: int, whiten: bool) -> tuple[np.ndarray, np.ndarr
     if whiten:
         rows = rows / np.sqrt(pca.explained_variance_.astype(np.float32) + 1e-8)[:, None]
     return pca.mean_.astype(np.float32), rows
-
-
-def project(x: np.ndarray, mean: np.ndarray | None, rows: np.ndarray | None) -> np.ndarray:
-    return x if rows is None else (x - mean) @ rows.T
 
 
 def fit_kmeans(x: np.ndarray, k: int, niter: int, seed: int, max_points_per_centroid: int,
@@ -103,24 +68,78 @@ def fit_kmeans(x: np.ndarray, k: int, niter: int, seed: int, max_points_per_cent
     return kmeans.centroids.copy(), float(kmeans.obj[-1])
 
 
-def build_dictionary(store, train_entries, k: int, cfg: dict, vlad_cfg: dict, device: str = "auto",
-                     progress: bool = False) -> Dictionary:
-    """Sample -> optional PCA -> K-means, all on the given training entries only.
+class VisualDictionary:
+    """K visual words over hypercolumns: a seeded sample of training vectors, an optional PCA, K-means.
 
-    `device` auto or cuda[:N] uses FAISS's GPU K-means when this faiss build sees a GPU.
+    ``fit(store, entries)`` sees only the given (training) entries and records their ids
+    (``fit_ids_``, read by the leakage check). After fitting: ``centroids_`` (K, d), and with a PCA
+    ``pca_mean_`` (D,) and ``pca_components_`` (d, D), rows already divided by sqrt(variance) when
+    whitened. `device` "auto" or "cuda[:N]" uses FAISS's GPU K-means when this faiss build sees a GPU.
     """
-    use_gpu = device != "cpu" and faiss_gpu_count() > 0
-    if device.startswith("cuda") and not use_gpu:
-        log.warning("CUDA requested but this faiss build has no GPU support: K-means runs on the CPU "
-                    "(pip install faiss-gpu-cu12 for the GPU index)")
-    sample = sample_vectors(store, train_entries, cfg["sample_size"], cfg["seed"], progress)
-    mean = rows = None
-    if vlad_cfg.get("pca_dim"):
-        mean, rows = fit_pca(sample, vlad_cfg["pca_dim"], vlad_cfg.get("pca_whiten", False))
-        sample = project(sample, mean, rows)
-    centroids, objective = fit_kmeans(sample, k, cfg["niter"], cfg["seed"], cfg["max_points_per_centroid"], use_gpu,
-                                      cfg.get("nredo", 1))
-    meta = {"k": k, "objective": objective, "n_vectors": len(sample), "faiss_gpu": use_gpu,
-            "fit_ids": sorted({i for i, _ in train_entries}), **{f"dictionary_{k_}": v for k_, v in cfg.items()},
-            "pca_dim": vlad_cfg.get("pca_dim"), "pca_whiten": vlad_cfg.get("pca_whiten", False)}
-    return Dictionary(centroids, mean, rows, meta)
+
+    def __init__(self, k: int, sample_size: int = 200000, niter: int = 25, nredo: int = 1,
+                 max_points_per_centroid: int = 256, seed: int = 1234, pca_dim: int | None = None,
+                 pca_whiten: bool = False, device: str = "auto"):
+        self.k, self.sample_size, self.niter, self.nredo = k, sample_size, niter, nredo
+        self.max_points_per_centroid, self.seed = max_points_per_centroid, seed
+        self.pca_dim, self.pca_whiten, self.device = pca_dim, pca_whiten, device
+        self.centroids_ = self.pca_mean_ = self.pca_components_ = None
+        self.fit_ids_, self.objective_, self.n_vectors_, self.faiss_gpu_ = [], None, 0, False
+
+    def fit(self, store, entries, progress: bool = False) -> "VisualDictionary":
+        """Fit on the hypercolumns of `entries` ((id, rotation) pairs) read from a HypercolumnStore."""
+        sample = sample_vectors(store, entries, self.sample_size, self.seed, progress)
+        self.fit_ids_ = sorted({image_id for image_id, _ in entries})
+        return self.fit_vectors(sample)
+
+    def fit_vectors(self, sample: np.ndarray) -> "VisualDictionary":
+        """Fit on an (n, D) float32 sample of hypercolumn vectors."""
+        use_gpu = self.device != "cpu" and faiss_gpu_count() > 0
+        if self.device.startswith("cuda") and not use_gpu:
+            log.warning("CUDA requested but this faiss build has no GPU support: K-means runs on the CPU")
+        if self.pca_dim:
+            self.pca_mean_, self.pca_components_ = fit_pca(sample, self.pca_dim, self.pca_whiten)
+            sample = self.project(sample)
+        self.centroids_, self.objective_ = fit_kmeans(sample, self.k, self.niter, self.seed,
+                                                      self.max_points_per_centroid, use_gpu, self.nredo)
+        self.n_vectors_, self.faiss_gpu_ = len(sample), use_gpu
+        return self
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        """Hypercolumns (n, D) into the dictionary's space (the PCA, when there is one)."""
+        return x if self.pca_components_ is None else (x - self.pca_mean_) @ self.pca_components_.T
+
+    @property
+    def dim(self) -> int:
+        """Width of one visual word (the PCA's when there is one)."""
+        return self.centroids_.shape[1]
+
+    def describe(self) -> dict:
+        return {"k": self.k, "sample_size": self.sample_size, "niter": self.niter, "nredo": self.nredo,
+                "max_points_per_centroid": self.max_points_per_centroid, "seed": self.seed,
+                "pca_dim": self.pca_dim, "pca_whiten": self.pca_whiten, "objective": self.objective_,
+                "n_vectors": self.n_vectors_, "faiss_gpu": self.faiss_gpu_}
+
+    def save(self, path) -> None:
+        with h5py.File(path, "w") as h5:
+            h5.create_dataset("centroids", data=self.centroids_)
+            if self.pca_components_ is not None:
+                h5.create_dataset("pca_mean", data=self.pca_mean_)
+                h5.create_dataset("pca_components", data=self.pca_components_)
+            h5.create_dataset("fit_ids", data=np.array(self.fit_ids_, dtype=h5py.string_dtype()))
+            h5.attrs["meta"] = json.dumps(self.describe())
+
+    @classmethod
+    def load(cls, path) -> "VisualDictionary":
+        with h5py.File(path, "r") as h5:
+            meta = json.loads(h5.attrs["meta"])
+            dictionary = cls(**{key: meta[key] for key in ("k", "sample_size", "niter", "nredo",
+                                                            "max_points_per_centroid", "seed", "pca_dim",
+                                                            "pca_whiten")})
+            dictionary.centroids_ = h5["centroids"][()]
+            if "pca_mean" in h5:
+                dictionary.pca_mean_, dictionary.pca_components_ = h5["pca_mean"][()], h5["pca_components"][()]
+            dictionary.fit_ids_ = list(h5["fit_ids"].asstr()[()])
+            dictionary.objective_, dictionary.n_vectors_ = meta["objective"], meta["n_vectors"]
+            dictionary.faiss_gpu_ = meta["faiss_gpu"]
+        return dictionary

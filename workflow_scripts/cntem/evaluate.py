@@ -1,10 +1,13 @@
-"""Cross-validated metrics, the tidy results table, and the leakage check."""
+"""Cross-validation: one fold's fit and predictions, metrics over folds, the tidy table, the leakage check."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score
 
 from . import ActionableError
+from .classify import PREDICTION_COLUMNS, Classifier, prediction_rows, timed_predict_proba
+from .io import write_table
 
 TIDY_COLUMNS = ["scheme", "balance", "method", "classifier", "k", "metric", "class", "mean", "std", "n_folds",
                 "config"]
@@ -14,8 +17,32 @@ class LeakageError(ActionableError, RuntimeError):
     """A validation image was used to fit something of its own fold."""
 
 
+def fit_and_predict_fold(classifier: Classifier, train: dict, val: dict, group_of: dict, fold) -> tuple[list, dict]:
+    """Fit `classifier` on a fold's training features and predict its validation entries.
+
+    `train` and `val` hold ``X``, ``ids`` and ``y``; `group_of` maps an id to its group (rotated
+    copies and duplicates of one micrograph share one). Returns the prediction rows and what the
+    fit did (times, training ids and early-stopping groups for the leakage check, accuracy).
+    """
+    classifier.fit(train["X"], train["y"], [group_of[i] for i in train["ids"]])
+    proba, predict_seconds = timed_predict_proba(classifier, val["X"])
+    rows = prediction_rows(val["ids"], [fold] * len(val["ids"]), val["y"], proba, classifier.classes)
+    info = {**classifier.info, "predict_seconds": predict_seconds, "classes": classifier.classes,
+            "n_train": len(train["ids"]), "train_ids": sorted(set(train["ids"])),
+            "accuracy": float(np.mean([r["true"] == r["predicted"] for r in rows]))}
+    return rows, info
+
+
+def write_fold_outputs(rows: list[dict], info: dict, classes: list[str], predictions_path, fit_path) -> None:
+    write_table(predictions_path, rows, PREDICTION_COLUMNS + [f"p_{c}" for c in classes])
+    with open(fit_path, "w") as fh:
+        json.dump(info, fh, indent=1)
+
+
 def fold_metrics(rows: list[dict], classes: list[str]) -> dict:
     """Accuracy, per-class accuracy (recall), macro-F1 and the confusion matrix of one fold."""
+    from sklearn.metrics import confusion_matrix, f1_score
+
     y_true = [r["true"] for r in rows]
     y_pred = [r["predicted"] for r in rows]
     cm = confusion_matrix(y_true, y_pred, labels=classes)
@@ -58,6 +85,25 @@ def tidy_rows(run: dict, metrics: dict) -> list[dict]:
     rows += [{**base, "metric": "class_accuracy", "class": c, "mean": f"{v['mean']:.6f}", "std": f"{v['std']:.6f}"}
              for c, v in metrics["per_class_accuracy"].items()]
     return rows
+
+
+def run_leakage_records(run: str, plan: list[dict], folds: list[dict], fits: list[dict],
+                        dictionary_fit_ids: list[list[str]]) -> list[dict]:
+    """The leakage records of one cross-validated run, fold by fold, for check_leakage.
+
+    `fits[f]` is fold f's fit info (training ids, early-stopping groups); `dictionary_fit_ids[f]` the
+    ids fold f's dictionary (and PCA) was fitted on, or an empty list for a run without a dictionary.
+    """
+    group_of = {r["id"]: r["group"] for r in folds}
+    records = []
+    for fold, fit in enumerate(fits):
+        val_ids = {r["id"] for r in plan if r["role"] == "val" and int(r["fold"]) == fold}
+        fitted = {"classifier": fit["train_ids"], "early stopping": fit.get("early_stopping_groups", [])}
+        if dictionary_fit_ids:
+            fitted["dictionary/PCA"] = dictionary_fit_ids[fold]
+        records.append({"name": f"{run}/fold{fold}", "val_ids": val_ids,
+                        "val_groups": {group_of[i] for i in val_ids}, "fitted": fitted})
+    return records
 
 
 def check_leakage(fold_records: list[dict]) -> list[str]:

@@ -88,6 +88,24 @@ def balance_plan(folds: list[dict], strategy: str, per_class: int | None, seed: 
     return plan
 
 
+def model_training_set(folds: list[dict], strategy: str, per_class: int | None, seed: int) -> list[dict]:
+    """The final model's training entries: every labelled image, balanced as each training fold is.
+
+    Rows ``id, rotation, class, fold, role`` like a plan's (fold -1, role train), so the manifest
+    extracts exactly what the model will read.
+    """
+    by_class = defaultdict(list)
+    for r in folds:
+        by_class[r["class"]].append(r["id"])
+    return [{"id": i, "rotation": rot, "class": cls, "fold": -1, "role": "train"}
+            for i, rot, cls in balanced_training_set(by_class, strategy, per_class, seed)]
+
+
+def entry_keys(rows: list[dict]) -> list[tuple[str, int]]:
+    """(id, rotation) of plan rows: how hypercolumn stores and encoders name entries."""
+    return [(r["id"], int(r["rotation"])) for r in rows]
+
+
 def fold_entries(plan: list[dict], fold: int) -> dict[str, list[dict]]:
     """The plan rows of one fold, split by role: {"train": [...], "val": [...]}."""
     split = {"train": [], "val": []}

@@ -25,34 +25,10 @@ from PIL import Image
 
 from . import ActionableError, __version__
 from .backbone import Weights, build_vgg16, cpu_has_bf16
-from .vgg16_layers import CONV_CHANNELS, CONV_INDEX, POOL5_INDEX
+from .features import CONV_INDEX, POOL5_INDEX, ExtractionSettings
 from .io import read_grey
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ExtractionSettings:
-    taps: tuple[str, ...] = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
-    density: float = 0.10
-    image_size: int = 224
-    resize: str = "squash"
-    seed: int = 0
-    batch_size: int = 16
-
-    @property
-    def n_pixels(self) -> int:
-        return int(self.density * self.image_size**2)
-
-    @property
-    def n_features(self) -> int:
-        return sum(CONV_CHANNELS[t] for t in self.taps)
-
-    @classmethod
-    def from_config(cls, cfg: dict, batch_size: int | None = None) -> "ExtractionSettings":
-        """From the `hypercolumns` config section (or the part of it that changes what is extracted)."""
-        return cls(tuple(cfg["taps"]), cfg["density"], cfg["image_size"], cfg["resize"], cfg["seed"],
-                   batch_size or cfg.get("batch_size", cls.batch_size))
 
 
 # ----------------------------------------------------------------------------- images
@@ -127,7 +103,12 @@ def hypercolumns_at(maps, coords: torch.Tensor, size: int, dtype=torch.float16) 
 
 
 class HypercolumnNet(torch.nn.Module):
-    """VGG16 features up to the deepest tap (plus pool5 for the baseline's pooled features)."""
+    """VGG16 up to pool5: the tapped maps, and the baseline's pooled features of the image.
+
+    The pooled features are the global average of pool5 (512 values) with conv-only weights, which
+    the default (the paper's Keras "notop" release) are; fc7 after its ReLU (4096) only when the
+    weights include the fully connected layers, as the paper's VGG16 + LS baseline used.
+    """
 
     def __init__(self, weights: Weights, taps, device: torch.device):
         super().__init__()
@@ -150,10 +131,10 @@ class HypercolumnNet(torch.nn.Module):
                 maps[self.tap_index[i]] = x
             if i == POOL5_INDEX:
                 break
-        if self.head is not None:  # fc7 after ReLU, as the paper's VGG16 + LS baseline
-            pooled = self.head[:5](torch.flatten(self.avgpool(x), 1))
-        else:  # global average of pool5: the conv-only stand-in for fc7
+        if self.head is None:  # conv-only weights (the default): global average of pool5
             pooled = x.mean(dim=(2, 3))
+        else:  # weights with the fully connected layers: fc7 after its ReLU
+            pooled = self.head[:5](torch.flatten(self.avgpool(x), 1))
         return [maps[t] for t in self.taps], pooled
 
 

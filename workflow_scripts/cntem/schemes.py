@@ -64,6 +64,11 @@ def resolve_scheme(name: str, custom: dict | None = None) -> dict[str, str | Non
     raise ValueError(f"unknown class scheme {name!r}; use one of {known} or define it under custom_schemes")
 
 
+def ordered_classes(labels) -> list[str]:
+    """The distinct class labels in a stable order: the paper's order first, then any others sorted."""
+    return scheme_classes({label: label for label in labels})
+
+
 def scheme_classes(mapping: dict[str, str | None]) -> list[str]:
     """Classes of a scheme in a stable order: the paper's order first, then any others sorted."""
     classes = {c for c in mapping.values() if c is not None}

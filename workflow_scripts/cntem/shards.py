@@ -5,6 +5,7 @@ Kept free of torch so that the many small learning jobs start fast.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -27,6 +28,30 @@ def assign_shard(image_id: str, n_shards: int) -> int:
     SHA-256 rather than CRC32: CRC is linear, so ids that differ in one digit crowd into few shards.
     """
     return int.from_bytes(hashlib.sha256(image_id.encode()).digest()[:8], "little") % n_shards
+
+
+def shard_manifest(images: list[dict], plans: list[list[dict]], n_shards: int) -> list[dict]:
+    """The (image, rotation) entries to extract, each with its path and shard.
+
+    A class that any plan augments gets all three rotations of every image extracted, so the
+    manifest (and every shard's content) depends on class membership, not on fold assignment:
+    adding images re-extracts only the shards those images fall into.
+    """
+    from .folds import ROTATIONS
+
+    path_of = {r["id"]: r["path"] for r in images}
+    rotations = {}
+    for plan in plans:
+        augmented = {r["class"] for r in plan if int(r["rotation"]) != 0}
+        for r in plan:
+            entry_rotations = rotations.setdefault(r["id"], {0})
+            if r["class"] in augmented:
+                entry_rotations.update(ROTATIONS)
+    return [{"id": i, "rotation": rot, "path": path_of[i], "shard": assign_shard(i, n_shards)}
+            for i in sorted(rotations) for rot in sorted(rotations[i])]
+
+
+MANIFEST_COLUMNS = ["id", "rotation", "path", "shard"]
 
 
 def shard_bytes(n_entries: int, settings) -> int:
@@ -100,6 +125,20 @@ class HypercolumnStore:
             s, row = self.locate(image_id, rotation)
             rows.append(self._file(s)["pooled"][row])
         return np.stack(rows)
+
+    def extraction_settings(self):
+        """The ExtractionSettings every shard of this store was made with."""
+        from .features import ExtractionSettings
+
+        a = self.attrs
+        return ExtractionSettings(tuple(json.loads(a["taps"])), float(a["density"]), int(a["image_size"]),
+                                  str(a["resize"]), int(a["seed"]))
+
+    def weights_identity(self) -> dict:
+        """Name, tensor sha256, random flag and input convention of the weights the shards came from."""
+        a = self.attrs
+        return {"name": str(a["weights"]), "sha256": str(a["weights_sha256"]), "random": bool(a["weights_random"]),
+                "preprocess": json.loads(a["preprocess"])}
 
     def close(self):
         for f in self._files.values():

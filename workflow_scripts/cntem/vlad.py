@@ -4,6 +4,9 @@ For each image: every vector is assigned to its nearest centroid, residuals (x -
 per centroid, each centroid's block is L2-normalised (intra-normalisation; empty clusters stay
 zero), and the whole vector is L2-normalised. Optional signed square-root (power)
 normalisation is applied to the sums first. Batched in torch, on the GPU when there is one.
+
+:class:`VladEncoder` is the one implementation: cross-validation encodes shard entries with it,
+the final model and prediction encode the hypercolumns of image files with it.
 """
 from __future__ import annotations
 
@@ -31,40 +34,72 @@ def vlad(x: torch.Tensor, centroids: torch.Tensor, power_norm: bool = False) -> 
     return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def encode(store, entries, dictionary, device: torch.device, power_norm: bool = False,
-           batch_size: int = 8, progress: bool = False) -> np.ndarray:
-    """VLAD vectors (N, K * d) float32 for (id, rotation) `entries` read from a HypercolumnStore."""
-    from tqdm import tqdm
+class VladEncoder:
+    """An image representation: the VLAD vector of its hypercolumns over a fitted VisualDictionary.
 
-    centroids = torch.from_numpy(dictionary.centroids).to(device)
-    mean = rows = None
-    if dictionary.pca_components is not None:
-        mean = torch.from_numpy(dictionary.pca_mean).to(device)
-        rows = torch.from_numpy(dictionary.pca_components).to(device)
-    out = np.empty((len(entries), centroids.numel()), np.float32)
-    # Batch buffers are allocated once: a fresh ~100 MB array per batch costs more in page faults
-    # than the float16 -> float32 conversion itself.
-    raw = np.empty((batch_size, *store.entry_shape), np.float16)
-    staging = torch.empty(raw.shape, dtype=torch.float32, device=device)
-    bar = tqdm(total=len(entries), desc="VLAD", unit="img", disable=not progress)
-    for start in range(0, len(entries), batch_size):
-        chunk = entries[start:start + batch_size]
-        for row, (image_id, rotation) in enumerate(chunk):
-            store.read_hypercolumns_into(image_id, rotation, raw[row])
-        # On a GPU the float16 batch crosses the bus and is widened there (half the bytes).
-        x = staging[:len(chunk)].copy_(torch.from_numpy(raw[:len(chunk)]).to(device))
-        out[start:start + len(chunk)] = encode_descriptors(x, centroids, mean, rows, power_norm).cpu().numpy()
-        bar.update(len(chunk))
-    bar.close()
-    return out
+    ``fit`` fits the dictionary (on training entries only); ``transform`` encodes a batch of
+    hypercolumns; ``transform_store`` streams entries of a HypercolumnStore through ``transform``
+    with memory flat in their number.
+    """
 
+    name = "vlad"
 
-def encode_descriptors(x, centroids, mean=None, rows=None, power_norm=False) -> torch.Tensor:
-    """Project (when a PCA is given) and VLAD-encode a (B, P, D) float32 batch."""
-    if rows is not None:
-        # (x - mean) R^T as x R^T - mean R^T: no centred copy of the batch, half the time on CPU.
-        x = x @ rows.T - mean @ rows.T
-    return vlad(x, centroids, power_norm)
+    def __init__(self, dictionary, power_norm: bool = False, device: torch.device | str = "cpu",
+                 batch_size: int = 8):
+        self.dictionary, self.power_norm = dictionary, power_norm
+        self.device, self.batch_size = torch.device(device), batch_size
+        self._tensors = None  # the dictionary's arrays on `device`, made on first use
+
+    @property
+    def dim(self) -> int:
+        return self.dictionary.k * self.dictionary.dim
+
+    def to(self, device: torch.device | str) -> "VladEncoder":
+        """Encode on `device` from now on."""
+        self.device, self._tensors = torch.device(device), None
+        return self
+
+    def fit(self, store, entries, progress: bool = False) -> "VladEncoder":
+        self.dictionary.fit(store, entries, progress)
+        self._tensors = None
+        return self
+
+    def transform(self, hypercolumns: torch.Tensor) -> torch.Tensor:
+        """(B, P, D) float32 hypercolumns on `device` -> (B, K * d) VLAD vectors."""
+        if self._tensors is None:
+            d = self.dictionary
+            as_tensor = lambda a: None if a is None else torch.from_numpy(a).to(self.device)  # noqa: E731
+            self._tensors = (as_tensor(d.centroids_), as_tensor(d.pca_mean_), as_tensor(d.pca_components_))
+        centroids, mean, rows = self._tensors
+        x = hypercolumns
+        if rows is not None:
+            # (x - mean) R^T as x R^T - mean R^T: no centred copy of the batch, half the time on CPU.
+            x = x @ rows.T - mean @ rows.T
+        return vlad(x, centroids, self.power_norm)
+
+    def transform_store(self, store, entries, progress: bool = False) -> np.ndarray:
+        """VLAD vectors (N, K * d) float32 of (id, rotation) `entries` read from a HypercolumnStore."""
+        from tqdm import tqdm
+
+        out = np.empty((len(entries), self.dim), np.float32)
+        # Batch buffers are allocated once: a fresh ~100 MB array per batch costs more in page faults
+        # than the float16 -> float32 conversion itself.
+        raw = np.empty((self.batch_size, *store.entry_shape), np.float16)
+        staging = torch.empty(raw.shape, dtype=torch.float32, device=self.device)
+        bar = tqdm(total=len(entries), desc="VLAD", unit="img", disable=not progress)
+        for start in range(0, len(entries), self.batch_size):
+            chunk = entries[start:start + self.batch_size]
+            for row, (image_id, rotation) in enumerate(chunk):
+                store.read_hypercolumns_into(image_id, rotation, raw[row])
+            # On a GPU the float16 batch crosses the bus and is widened there (half the bytes).
+            x = staging[:len(chunk)].copy_(torch.from_numpy(raw[:len(chunk)]).to(self.device))
+            out[start:start + len(chunk)] = self.transform(x).cpu().numpy()
+            bar.update(len(chunk))
+        bar.close()
+        return out
+
+    def describe(self) -> dict:
+        return {"representation": self.name, "power_norm": self.power_norm, "k": self.dictionary.k}
 
 
 def save_vlad(path, splits: dict, meta: dict) -> None:

@@ -5,16 +5,18 @@ fails only when no image at all could be classified.
 """
 from cntem import rule_log
 from cntem.backbone import load_weights, resolve_device
-from cntem.predict import Bundle, list_images, predict_images, require_a_classified_image, write_predictions
+from cntem.model import Model
+from cntem.predict import list_images, predict_images, require_a_classified_image, write_predictions
 
 log = rule_log(snakemake.log[0])
 runtime = snakemake.config  # device, batch size, weights cache: how fast, not what is predicted
-bundle = Bundle(snakemake.input.model)
+output = snakemake.output
+model = Model.load(snakemake.input.model)
 weights = load_weights(snakemake.params.weights, runtime["weights_cache"])
-bundle.check_compatible(weights, snakemake.params.taps)
-rows, unreadable = predict_images(bundle, list_images([snakemake.input.images]), weights,
+model.check_compatible(weights, snakemake.params.taps)
+rows, unreadable = predict_images(model, list_images([snakemake.input.images]), weights,
                                   resolve_device(runtime["device"]), runtime["hypercolumns"]["batch_size"],
                                   progress=True)
-paths = write_predictions(rows, unreadable, bundle.meta["classes"], snakemake.output.predictions)
-require_a_classified_image(rows, unreadable, paths["unreadable"])
-log.info("%d images classified, %d unreadable (listed in %s)", len(rows), len(unreadable), paths["unreadable"])
+write_predictions(rows, unreadable, model.classes, output.predictions, output.shares, output.unreadable)
+require_a_classified_image(rows, unreadable, output.unreadable)
+log.info("%d images classified, %d unreadable (listed in %s)", len(rows), len(unreadable), output.unreadable)

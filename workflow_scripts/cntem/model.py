@@ -1,0 +1,172 @@
+"""The deployed model: VGG16 hypercolumns -> an image representation (encoder) -> a classifier.
+
+:class:`Model` chains the same objects cross-validation uses (a VisualDictionary inside a VladEncoder,
+a Classifier) and knows what its features are: the extraction settings and the weights' identity and
+input convention, read from the shards it was trained on. Saved as a folder: ``model.json`` (classes,
+encoder, classifier, extraction, weights, provenance), ``dictionary.h5`` and the classifier in its own
+format (XGBoost ``.ubj`` or a scikit-learn ``.joblib``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import ActionableError, __version__
+from .backbone import Preprocess, Weights
+from .classify import Classifier
+from .dictionary import VisualDictionary
+from .features import ExtractionSettings
+from .vlad import VladEncoder
+
+log = logging.getLogger(__name__)
+
+FORMAT = "cntem-model-2"
+
+
+class ModelMismatchError(ActionableError, ValueError):
+    """The model was trained on other features than the ones requested now."""
+
+
+class Model:
+    """Encoder + classifier over the hypercolumns of given extraction settings and weights.
+
+    ``fit(store, entries, labels, groups)`` fits the encoder (its dictionary) and the classifier on
+    the shard entries; ``predict_proba_images`` classifies image files through the same encoder.
+    """
+
+    def __init__(self, encoder: VladEncoder, classifier: Classifier):
+        self.encoder, self.classifier = encoder, classifier
+        self.extraction_: ExtractionSettings | None = None
+        self.weights_: dict = {}  # name, sha256, random, preprocess of the weights the features came from
+        self.trained_on_: dict = {}
+
+    @property
+    def classes(self) -> list[str]:
+        return self.classifier.classes
+
+    @classmethod
+    def from_parts(cls, encoder: VladEncoder, classifier: Classifier, store) -> "Model":
+        """A model from an encoder and a classifier already fitted on the features of `store`
+        (e.g. one cross-validation fold's dictionary and classifier)."""
+        model = cls(encoder, classifier)
+        model.extraction_, model.weights_ = store.extraction_settings(), store.weights_identity()
+        return model
+
+    def fit(self, store, entries, labels, groups, progress: bool = False) -> "Model":
+        """Fit on shard `entries` ((id, rotation) pairs) with their class `labels` and `groups`."""
+        self.extraction_, self.weights_ = store.extraction_settings(), store.weights_identity()
+        self.encoder.fit(store, entries, progress)
+        x = self.encoder.transform_store(store, entries, progress)
+        self.classifier.fit(x, labels, groups)
+        self.trained_on_ = {"entries": len(entries), "images": len({image_id for image_id, _ in entries})}
+        return self
+
+    # ------------------------------------------------------------------ the features of new images
+    @property
+    def preprocess(self) -> Preprocess:
+        return Preprocess(**{**self.weights_["preprocess"], "mean": tuple(self.weights_["preprocess"]["mean"]),
+                             "std": tuple(self.weights_["preprocess"]["std"])})
+
+    def check_compatible(self, weights: Weights, taps=None) -> None:
+        """Refuse features other than the model's: other weights or other taps."""
+        problems = []
+        if weights.sha256 != self.weights_["sha256"]:
+            problems.append(f"weights {weights.name} (sha256 {weights.sha256[:12]}...) differ from the model's "
+                            f"{self.weights_['name']} (sha256 {self.weights_['sha256'][:12]}...)")
+        if taps is not None and list(taps) != list(self.extraction_.taps):
+            problems.append(f"taps {list(taps)} differ from the model's {list(self.extraction_.taps)}")
+        if problems:
+            raise ModelMismatchError("the model was trained on other features: " + "; ".join(problems)
+                                     + ". Use the model's weights and taps, or train a new model (target 'model').")
+
+    def with_training_input(self, weights: Weights) -> Weights:
+        """The model's weights with the input convention the model was trained with.
+
+        The sha256 covers the tensors only; the convention (how pixels become network input) comes
+        from where the weights were loaded, and a ``.pth`` copied without its ``.json`` sidecar is
+        taken to follow torchvision's. Features computed with another convention than the model's
+        are meaningless to its dictionary and classifier, so for the model's own tensors
+        (check_compatible first) the recorded convention is used, with a warning saying what differed.
+        """
+        if weights.preprocess == self.preprocess:
+            return weights
+        log.warning("weights %s: their input convention %s differs from %s, the one the model was trained with; "
+                    "the tensors are the model's (sha256 %s...), so the model's convention is used. A .pth "
+                    "without its .json sidecar is assumed to follow torchvision's convention: copy the sidecar "
+                    "with the weights to silence this", weights.name, describe_preprocess(weights.preprocess),
+                    describe_preprocess(self.preprocess), weights.sha256[:12])
+        return dataclasses.replace(weights, preprocess=self.preprocess)
+
+    def encode_images(self, entries: list[dict], weights: Weights, device: torch.device, batch_size: int = 16,
+                      on_unreadable=None, on_note=None, on_batch=None) -> np.ndarray:
+        """Representations (N, dim) of image `entries` (dicts: id, rotation, path), computed from the files.
+
+        The hypercolumns are those extract_shard stores (same network, settings and pixel sampling,
+        keyed by the entry's id) and go through the same encoder as in cross-validation. Entries whose
+        file cannot be decoded go to `on_unreadable(index, reason)` and are left out of the rows.
+        """
+        from .hypercolumns import HypercolumnNet, iter_hypercolumns
+
+        self.check_compatible(weights)
+        weights = self.with_training_input(weights)
+        settings = dataclasses.replace(self.extraction_, batch_size=batch_size)
+        net = HypercolumnNet(weights, settings.taps, device)
+        self.encoder.to(device)
+        parts = []
+        for cols, _, _ in iter_hypercolumns(entries, net, weights, settings, device, workers=0,
+                                            on_unreadable=on_unreadable, on_note=on_note):
+            parts.append(self.encoder.transform(torch.from_numpy(cols).to(device).float()).cpu().numpy())
+            if on_batch:
+                on_batch(len(cols))
+        return np.concatenate(parts) if parts else np.empty((0, self.encoder.dim), np.float32)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self.classifier.predict_proba(x) if len(x) else np.empty((0, len(self.classes)))
+
+    # ------------------------------------------------------------------ storage
+    def save(self, meta_path, settings: dict | None = None) -> None:
+        """Write ``model.json`` at `meta_path` and the dictionary and classifier beside it.
+
+        `settings` (e.g. the rule's params) is recorded as provenance.
+        """
+        meta_path = Path(meta_path)
+        out = meta_path.parent
+        out.mkdir(parents=True, exist_ok=True)
+        self.encoder.dictionary.save(out / "dictionary.h5")
+        classifier_file = Path(self.classifier.save(out / "classifier")).name
+        meta = {"format": FORMAT, "cntem_version": __version__, "classes": self.classes,
+                "encoder": {**self.encoder.describe(), "dictionary_file": "dictionary.h5"},
+                "classifier": {**self.classifier.describe(), "file": classifier_file},
+                "extraction": dataclasses.asdict(self.extraction_), "weights": self.weights_,
+                "trained_on": self.trained_on_, "settings": settings or {}}
+        meta_path.write_text(json.dumps(meta, indent=1, default=str))
+
+    @classmethod
+    def load(cls, model_dir) -> "Model":
+        """A model folder (or its model.json) written by save()."""
+        path = Path(model_dir)
+        meta_path = path / "model.json" if path.is_dir() else path
+        if not meta_path.is_file():
+            raise ActionableError(f"{meta_path}: no model here; give the folder a 'model' target wrote "
+                                  "(results/model/<scheme>) or its model.json")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != FORMAT:
+            raise ActionableError(f"{meta_path}: a model of format {meta.get('format')!r}, not {FORMAT!r}; "
+                                  "train it again with this version (target 'model')")
+        folder = meta_path.parent
+        encoder = VladEncoder(VisualDictionary.load(folder / meta["encoder"]["dictionary_file"]),
+                              meta["encoder"]["power_norm"])
+        model = cls(encoder, Classifier.load(folder / meta["classifier"]["file"], meta["classifier"]))
+        extraction = {**meta["extraction"], "taps": tuple(meta["extraction"]["taps"])}
+        model.extraction_ = ExtractionSettings(**extraction)
+        model.weights_, model.trained_on_ = meta["weights"], meta["trained_on"]
+        return model
+
+
+def describe_preprocess(pre: Preprocess) -> str:
+    return f"'{pre.name}' (pixel x {pre.scale:g}, minus mean {list(pre.mean)}, over std {list(pre.std)})"
