@@ -93,7 +93,8 @@ def test_run_leakage_records_read_each_fold_s_validation_and_fitted_sets():
     records = run_leakage_records("s/rotate/k8/xgboost", plan, folds, fits, [["b"], ["a"]])
     assert [r["name"] for r in records] == ["s/rotate/k8/xgboost/fold0", "s/rotate/k8/xgboost/fold1"]
     assert records[0]["val_ids"] == {"a"} and records[0]["val_groups"] == {"ga"}
-    assert records[1]["fitted"] == {"classifier": ["a"], "early stopping": [], "dictionary/PCA": ["a"]}
+    assert records[0]["fitted"] == {"classifier": ["b"], "early stopping": ["gb"], "dictionary/PCA": ["b"]}
+    assert records[1]["fitted"] == {"classifier": ["a"], "dictionary/PCA": ["a"]}
     assert len(check_leakage(records)) == 2
     # fold 1's dictionary fitted on its validation image b: caught
     with pytest.raises(LeakageError, match="fold1: dictionary/PCA"):

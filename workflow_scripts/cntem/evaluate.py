@@ -98,7 +98,9 @@ def run_leakage_records(run: str, plan: list[dict], folds: list[dict], fits: lis
     records = []
     for fold, fit in enumerate(fits):
         val_ids = {r["id"] for r in plan if r["role"] == "val" and int(r["fold"]) == fold}
-        fitted = {"classifier": fit["train_ids"], "early stopping": fit.get("early_stopping_groups", [])}
+        fitted = {"classifier": fit["train_ids"]}
+        if "early_stopping_groups" in fit:  # XGBoost held out training groups to stop on
+            fitted["early stopping"] = fit["early_stopping_groups"]
         if dictionary_fit_ids:
             fitted["dictionary/PCA"] = dictionary_fit_ids[fold]
         records.append({"name": f"{run}/fold{fold}", "val_ids": val_ids,
