@@ -55,13 +55,13 @@ class InputError(ActionableError, ValueError):
 
 
 # ----------------------------------------------------------------------------- tables
-def write_table(path: str | os.PathLike, rows: list[dict], columns: list[str]) -> None:
-    """Write rows as a TSV (atomically: a temporary file renamed into place)."""
+def write_table(path: str | os.PathLike, rows: list[dict], columns: list[str], delimiter: str = "\t") -> None:
+    """Write rows as a TSV, or a CSV with delimiter ",", atomically (a temporary file renamed into place)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, delimiter="\t", extrasaction="ignore",
+        writer = csv.DictWriter(fh, fieldnames=columns, delimiter=delimiter, extrasaction="ignore",
                                 lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)

@@ -14,7 +14,7 @@ import torch
 
 from . import ActionableError
 from .backbone import Weights
-from .io import IMAGE_SUFFIXES
+from .io import IMAGE_SUFFIXES, write_table
 from .model import Model
 
 log = logging.getLogger(__name__)
@@ -98,9 +98,9 @@ def write_predictions(rows: list[dict], unreadable: list[dict], classes: list[st
 
     All three are written even when empty (a header only), so none is left over from an earlier run.
     """
-    write_table_csv(predictions, rows, ["file", "class", "probability", *(f"p_{c}" for c in classes), "note"])
-    write_table_csv(shares, class_shares(rows, classes), ["class", "images", "share"])
-    write_table_csv(unreadable_listing, unreadable, ["file", "reason"])
+    write_table(predictions, rows, ["file", "class", "probability", *(f"p_{c}" for c in classes), "note"], ",")
+    write_table(shares, class_shares(rows, classes), ["class", "images", "share"], ",")
+    write_table(unreadable_listing, unreadable, ["file", "reason"], ",")
 
 
 def require_a_classified_image(rows: list[dict], unreadable: list[dict], listing) -> None:
@@ -108,13 +108,3 @@ def require_a_classified_image(rows: list[dict], unreadable: list[dict], listing
     if not rows:
         raise NothingClassifiedError(f"no image could be classified: all {len(unreadable)} files are unreadable "
                                      f"(listed with their reasons in {listing})")
-
-
-def write_table_csv(path, rows, columns) -> None:
-    import csv
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
