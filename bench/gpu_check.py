@@ -17,7 +17,7 @@ import torch
 
 from cntem.backbone import load_weights
 from cntem.features import ExtractionSettings
-from cntem.hypercolumns import (HypercolumnNet, hypercolumns_at, net_input, sample_coordinates)
+from cntem.hypercolumns import HypercolumnNet, net_input, sample_coordinates, sample_feature_maps
 from cntem.vlad import vlad
 
 
@@ -46,7 +46,8 @@ def check_hypercolumns(weights):
         net = HypercolumnNet(weights, settings.taps, device)
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             maps, _ = net(net_input(images, weights, device))
-            out[device.type] = hypercolumns_at(maps, coords.to(device), 224, dtype=torch.float32).cpu().numpy()
+            columns = [sample_feature_maps(m, coords.to(device), 224) for m in maps]
+            out[device.type] = torch.cat(columns, -1).cpu().numpy()
     print(f"hypercolumns  CUDA bf16 vs CPU fp32: relative error {rel(out['cuda'], out['cpu']):.2e} "
           f"(shape {out['cuda'].shape})")
 

@@ -6,9 +6,10 @@ import torch.nn.functional as F
 
 from cntem import hypercolumns as hc
 from cntem.features import ExtractionSettings
-from cntem.hypercolumns import (HypercolumnNet, extract_shard, hypercolumns_at, prepare_image,
-                                sample_coordinates, sample_feature_maps)
-from cntem.shards import HypercolumnStore, assign_shard, check_disk
+from cntem.hypercolumns import (HypercolumnNet, extract_shard, net_input, prepare_image, sample_coordinates,
+                                sample_feature_maps, stored_taps)
+from cntem.shards import (SHARD_FORMAT, HypercolumnStore, StaleShardError, assemble_hypercolumns, assign_shard,
+                          check_disk, shard_bytes, shard_count, shard_manifest)
 
 from conftest import write_image
 
@@ -49,25 +50,75 @@ def test_tap_shapes(weights):
         maps, pooled = net(torch.zeros(1, 3, 64, 64).contiguous(memory_format=torch.channels_last))
     assert [tuple(m.shape[1:]) for m in maps] == [(64, 64, 64), (128, 32, 32), (256, 16, 16), (512, 8, 8), (512, 4, 4)]
     assert pooled.shape == (1, 512)
-    cols = hypercolumns_at(maps, torch.zeros(1, 10, 2, dtype=torch.int16), 64)
-    assert cols.shape == (1, 10, 1472) and cols.dtype == torch.float16
+    # 409 sampled pixels at 64 px: maps of 16 x 16 and smaller hold fewer values than their columns.
+    settings = ExtractionSettings(image_size=64)
+    parts = stored_taps(maps, torch.zeros(1, settings.n_pixels, 2, dtype=torch.int16), settings)
+    assert [tuple(p.shape[1:]) for p in parts] == [(409, 64), (409, 128), (16, 16, 256), (8, 8, 512), (4, 4, 512)]
+    assert {p.dtype for p in parts} == {torch.float16}
+
+
+def reference_hypercolumns(maps, coords, size):
+    """The hypercolumns of the original sparse sampling: every tap interpolated at the pixels, then float16."""
+    return torch.cat([sample_feature_maps(m, coords, size) for m in maps], -1).to(torch.float16).numpy()
 
 
 def test_hypercolumn_features_follow_the_tap_order_by_value(weights):
     """Features 0-63 are block1_conv2 at the pixel itself, the last 512 block5_conv3 interpolated there."""
     torch.manual_seed(1)
-    net = HypercolumnNet(weights, ExtractionSettings().taps, torch.device("cpu"))
+    settings = ExtractionSettings(image_size=32)
+    net = HypercolumnNet(weights, settings.taps, torch.device("cpu"))
     image = torch.randint(0, 255, (1, 32, 32), dtype=torch.uint8)
     with torch.inference_mode():
         maps, _ = net(weights.preprocess.apply(image).contiguous(memory_format=torch.channels_last))
-    coords = torch.from_numpy(sample_coordinates(0, "im", 0, 32, 50))[None]
-    cols = hypercolumns_at(maps, coords, 32, dtype=torch.float32)[0]
+    coords = torch.from_numpy(sample_coordinates(0, "im", 0, 32, settings.n_pixels))[None]
+    parts = [p[0].numpy() for p in stored_taps(maps, coords, settings)]
+    assert [p.ndim for p in parts] == [2, 2, 3, 3, 3]  # two taps as columns, three as maps
+    cols = np.empty((settings.n_pixels, 1472), np.float32)
+    assemble_hypercolumns(parts, coords[0].numpy(), 32, cols)
     rows, columns = coords[0, :, 0].long(), coords[0, :, 1].long()
-    torch.testing.assert_close(cols[:, :64], maps[0][0][:, rows, columns].T)
+    np.testing.assert_array_equal(cols[:, :64], maps[0][0][:, rows, columns].T.to(torch.float16).float().numpy())
     offsets = [0, 64, 192, 448, 960, 1472]  # 64 + 128 + 256 + 512 + 512 channels
     for tap, fmap in enumerate(maps):
-        upsampled = F.interpolate(fmap, size=(32, 32), mode="bilinear", align_corners=False)[0][:, rows, columns].T
-        torch.testing.assert_close(cols[:, offsets[tap]:offsets[tap + 1]], upsampled, rtol=1e-4, atol=1e-4)
+        upsampled = F.interpolate(fmap.float(), size=(32, 32), mode="bilinear", align_corners=False)[0][:, rows, columns].T
+        scale = upsampled.abs().max().item()
+        np.testing.assert_allclose(cols[:, offsets[tap]:offsets[tap + 1]], upsampled.numpy(), rtol=2e-3, atol=1e-3 * scale)
+
+
+def test_compact_shards_hold_the_papers_hypercolumns_in_under_a_third_of_the_bytes(tmp_path, weights):
+    """At 224 px and 10% density an entry takes <= 4.6 MB (14.8 MB as columns), and reads back the
+    original sparse sampling's hypercolumns to float16 round-off."""
+    paper = ExtractionSettings(batch_size=2)
+    paths = [write_image(tmp_path / f"im{i}.tif", seed=i, size=(300 + 40 * i, 260)) for i in range(3)]
+    entries = [{"id": p.name, "rotation": 0, "path": str(p)} for p in paths]
+    shard = tmp_path / "shard.h5"
+    extract_shard(entries, shard, weights, paper, torch.device("cpu"), workers=0, progress=False)
+    per_entry = shard.stat().st_size / len(entries)
+    assert per_entry <= 4.6e6 and abs(per_entry - shard_bytes(1, paper)) < 0.01 * per_entry
+    assert paper.n_pixels * paper.n_features * 2 / per_entry > 3.2
+    net = HypercolumnNet(weights, paper.taps, torch.device("cpu"))
+    with HypercolumnStore([shard]) as store:
+        for e in entries:
+            image = torch.from_numpy(prepare_image(hc.read_grey(e["path"]), 224).copy())[None]
+            coords = torch.from_numpy(sample_coordinates(0, e["id"], 0, 224, paper.n_pixels))[None]
+            with torch.inference_mode(), hc.autocast_for(torch.device("cpu")):
+                maps, _ = net(net_input(image, weights, torch.device("cpu")))
+            expected = reference_hypercolumns(maps, coords, 224)[0].astype(np.float32)
+            got = store.hypercolumns(e["id"], 0).astype(np.float32)
+            # float16 keeps 11 significant bits: two roundings (the stored map, the result) stay within 2^-10.
+            scale = np.abs(expected).max(0, keepdims=True)
+            assert np.all(np.abs(got - expected) <= 2 ** -10 * (np.abs(expected) + scale) + 1e-6)
+            picked = np.array([4, 17, 4000])
+            part = np.empty((3, paper.n_features), np.float16)
+            store.read_hypercolumns_into(e["id"], 0, part, rows=picked)
+            np.testing.assert_array_equal(part.astype(np.float32), got[picked])
+
+
+def test_shards_of_the_old_format_are_refused_with_the_fix(tmp_path):
+    old = tmp_path / "shard-000.h5"
+    with h5py.File(old, "w") as h5:
+        h5.create_dataset("hcol", data=np.zeros((1, 4, 8), np.float16))
+    with pytest.raises(StaleShardError, match=r"older format.*rm .*shard-\*\.h5.*extract them again"):
+        HypercolumnStore([old])
 
 
 def test_rotation_is_applied_to_the_network_input():
@@ -85,10 +136,14 @@ def test_shard_contents_attributes_and_determinism(entries, weights, tmp_path):
     extract_shard(entries, a, weights, SMALL, torch.device("cpu"), workers=0, progress=False)
     extract_shard(entries, b, weights, SMALL, torch.device("cpu"), workers=1, progress=False)
     with h5py.File(a) as fa, h5py.File(b) as fb:
-        assert fa["hcol"].shape == (8, SMALL.n_pixels, 1472) and fa["hcol"].dtype == np.float16
-        assert fa["hcol"].chunks == (1, SMALL.n_pixels, 1472)
-        assert fa["hcol"][()].tobytes() == fb["hcol"][()].tobytes()  # same seed -> same bytes
-        assert np.isfinite(fa["hcol"][()].astype(np.float32)).all() and fa["hcol"][()].any()
+        assert fa.attrs["format"] == SHARD_FORMAT
+        assert list(fa["taps"]) == sorted(SMALL.taps)
+        assert fa["taps/block1_conv2"].shape == (8, SMALL.n_pixels, 64)  # 102 sampled pixels of 32 x 32
+        assert fa["taps/block4_conv3"].shape == (8, 4, 4, 512) and fa["taps/block4_conv3"].chunks == (1, 4, 4, 512)
+        for tap in SMALL.taps:
+            values = fa[f"taps/{tap}"][()]
+            assert values.dtype == np.float16 and np.isfinite(values).all() and values.any()
+            assert values.tobytes() == fb[f"taps/{tap}"][()].tobytes()  # same seed -> same bytes
         assert list(fa["rotations"][()]) == [0, 90] * 4
         assert fa.attrs["weights_sha256"] == weights.sha256 and fa.attrs["density"] == 0.1
         assert fa.attrs["weights_random"] == weights.is_random
@@ -117,6 +172,17 @@ def test_shard_assignment_is_pinned_and_spreads_similar_ids():
     # Ids that differ in one digit (the NIOSH names) spread over every shard, none crowded (a CRC would).
     counts = np.bincount([assign_shard(f"CNT-Fiber-{i:04d}.tif", 16) for i in range(1600)], minlength=16)
     assert counts.min() >= 70 and counts.max() <= 130
+
+
+def test_the_automatic_shard_count_follows_the_data():
+    # One network load for a small dataset; ~512 entries a shard at scale, in powers of two.
+    assert [shard_count("auto", n) for n in (0, 96, 512, 513, 2991, 7400)] == [1, 1, 1, 2, 8, 16]
+    assert shard_count(5, 10**6) == 5
+    images = [{"id": f"im{i}.tif", "path": f"/data/im{i}.tif"} for i in range(300)]
+    plan = [{"id": r["id"], "class": "Cl" if i % 2 else "Fi", "rotation": rot}
+            for i, r in enumerate(images) for rot in ((0, 90) if i % 2 else (0,))]
+    rows = shard_manifest(images, [plan], "auto")  # 150 x 4 + 150 x 1 = 750 entries -> 2 shards
+    assert len(rows) == 750 and {r["shard"] for r in rows} == {0, 1}
 
 
 def test_disk_check_stops_before_extraction(tmp_path):

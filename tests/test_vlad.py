@@ -44,8 +44,9 @@ class FakeStore:
     def entry_shape(self):
         return next(iter(self.data.values())).shape
 
-    def read_hypercolumns_into(self, image_id, rotation, out):
-        out[...] = self.data[(image_id, rotation)]
+    def read_hypercolumns_into(self, image_id, rotation, out, rows=None):
+        values = self.data[(image_id, rotation)]
+        out[...] = values if rows is None else values[rows]
 
 
 def test_kmeans_pca_encode_and_storage(tmp_path):
@@ -88,3 +89,29 @@ def test_kmeans_pca_encode_and_storage(tmp_path):
                                             "y": ["a", "b"] * 3}}, {"k": 4})
     splits, meta = load_vlad(tmp_path / "v.h5")
     assert np.array_equal(splits["train"]["X"], x) and splits["train"]["y"][:2] == ["a", "b"] and meta["k"] == 4
+
+
+class CountingStore(FakeStore):
+    def __init__(self, data):
+        super().__init__(data)
+        self.read = []
+
+    def read_hypercolumns_into(self, image_id, rotation, out, rows=None):
+        self.read.append(image_id)
+        super().read_hypercolumns_into(image_id, rotation, out, rows)
+
+
+def test_the_dictionary_sample_reads_only_the_entries_it_needs():
+    """400 entries of 100 pixels, 1,000 vectors wanted: 40 entries give a quarter of their pixels each."""
+    rng = np.random.default_rng(0)
+    # Column 0 says which entry a vector came from (exact in float16), the others are noise.
+    data = {(f"im{i:03d}", 0): np.column_stack([np.full(100, i), rng.random((100, 2))]).astype(np.float16)
+            for i in range(400)}
+    store = CountingStore(data)
+    sample = sample_vectors(store, list(data), 1000, seed=3)
+    assert sample.shape == (1000, 3) and len(store.read) == len(set(store.read)) == 40
+    read = {int(image_id[2:]) for image_id in store.read}
+    assert set(sample[:, 0].astype(int)) == read  # every vector is one of the read entries'
+    assert np.bincount(sample[:, 0].astype(int))[sorted(read)].tolist() == [25] * 40
+    again = CountingStore(data)
+    np.testing.assert_array_equal(sample_vectors(again, list(data), 1000, seed=3), sample)

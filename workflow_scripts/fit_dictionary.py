@@ -14,6 +14,8 @@ dictionary = make_dictionary(int(snakemake.wildcards.k), snakemake.params.dictio
                              snakemake.config["device"])
 with HypercolumnStore(snakemake.input.shards) as store:
     dictionary.fit(store, entry_keys(train), progress=True)
+    log.info("read %.0f MB of the %.0f MB of shards (%.1f%% of the shard bytes)", store.bytes_read / 1e6,
+             store.total_bytes() / 1e6, 100 * store.bytes_read / store.total_bytes())
 dictionary.save(snakemake.output.dictionary)
 log.info("K=%d dictionary from %d vectors of %d training entries (faiss GPU: %s), objective %.4g",
          dictionary.k, dictionary.n_vectors_, len(train), dictionary.faiss_gpu_, dictionary.objective_)

@@ -40,3 +40,21 @@ class ExtractionSettings:
     @property
     def n_features(self) -> int:
         return sum(CONV_CHANNELS[t] for t in self.taps)
+
+    def map_side(self, tap: str) -> int:
+        """Side of a tap's feature map: each max-pool before its block halves the input (rounding down)."""
+        return self.image_size // 2 ** (int(tap[5]) - 1)
+
+    def stored_as_map(self, tap: str) -> bool:
+        """Whether a shard keeps the tap's whole feature map rather than its columns at the sampled pixels.
+
+        Whichever holds fewer values: at 224 px and 10% density the three deepest taps' maps
+        (56x56, 28x28 and 14x14) are smaller than their 5,017 sampled columns, which are then
+        interpolated when read; the shallow taps are stored as the sampled columns.
+        """
+        return self.map_side(tap) ** 2 < self.n_pixels
+
+    def stored_values(self) -> int:
+        """Hypercolumn values a shard stores per entry (float16 each)."""
+        return sum(CONV_CHANNELS[t] * (self.map_side(t) ** 2 if self.stored_as_map(t) else self.n_pixels)
+                   for t in self.taps)

@@ -1,8 +1,10 @@
 """Sparse hypercolumns: VGG16 activations at a random subset of pixels, stored in HDF5 shards.
 
-Each tap (a conv layer after its ReLU) is bilinearly interpolated *only at the sampled pixels*
-(``grid_sample`` on the small maps); the result equals upsampling every feature map to the input size and
-indexing it (tested), without ever materialising the upsampled maps.
+A hypercolumn is every tap (a conv layer after its ReLU) upsampled to the input size and read at one
+pixel. Nothing is upsampled whole: a shallow tap is interpolated *only at the sampled pixels*
+(``grid_sample``), and a deep tap, whose map holds fewer values than its sampled columns, is stored as
+its map and interpolated when read (shards.assemble_hypercolumns). Both equal upsampling and indexing
+(tested).
 """
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ from PIL import Image
 
 from . import ActionableError, __version__
 from .backbone import Weights, build_vgg16, cpu_has_bf16
-from .features import CONV_INDEX, POOL5_INDEX, ExtractionSettings
+from .features import CONV_CHANNELS, CONV_INDEX, POOL5_INDEX, ExtractionSettings
 from .io import read_grey
+from .shards import SHARD_FORMAT
 
 log = logging.getLogger(__name__)
 
@@ -86,20 +89,16 @@ def sample_feature_maps(fmap: torch.Tensor, coords: torch.Tensor, size: int) -> 
     return out[:, :, 0, :].transpose(1, 2)
 
 
-def hypercolumns_at(maps, coords: torch.Tensor, size: int, dtype=torch.float16) -> torch.Tensor:
-    """Concatenated taps at the sampled pixels: (B, P, sum of channels) in `dtype`.
-
-    Each tap is written into its slice of one preallocated tensor: cheaper than concatenating
-    the transposed float32 pieces.
-    """
-    b, p = coords.shape[:2]
-    out = torch.empty(b, p, sum(m.shape[1] for m in maps), dtype=dtype, device=maps[0].device)
-    offset = 0
-    for fmap in maps:
-        c = fmap.shape[1]
-        out[:, :, offset:offset + c].copy_(sample_feature_maps(fmap, coords, size))
-        offset += c
-    return out
+def stored_taps(maps, coords: torch.Tensor, settings: ExtractionSettings) -> list[torch.Tensor]:
+    """What a shard keeps of each tap, in float16: the whole map (B, side, side, C) where that holds
+    fewer values than the columns at the sampled pixels (B, P, C), else those columns."""
+    parts = []
+    for tap, fmap in zip(settings.taps, maps):
+        if settings.stored_as_map(tap):
+            parts.append(fmap.permute(0, 2, 3, 1).to(torch.float16))  # a view of channels_last maps, cast
+        else:
+            parts.append(sample_feature_maps(fmap, coords, settings.image_size).to(torch.float16))
+    return parts
 
 
 class HypercolumnNet(torch.nn.Module):
@@ -232,10 +231,13 @@ class EntryImages(torch.utils.data.Dataset):
 
 def iter_hypercolumns(entries: list[dict], net: HypercolumnNet, weights: Weights, settings: ExtractionSettings,
                       device: torch.device, workers: int = 1, on_unreadable=None, on_note=None):
-    """Yield (hypercolumns (B, P, F) float16 numpy, coords (B, P, 2), pooled (B, D)) batch by batch.
+    """Yield (taps, coords (B, P, 2), pooled (B, D)) batch by batch, all numpy.
+
+    `taps` holds per tap what a shard stores of it (stored_taps; float16), from which
+    shards.assemble_hypercolumns makes the (P, F) hypercolumns of each entry.
 
     Decoding and resizing run in `workers` loader processes, overlapping the network. On CUDA the
-    hypercolumns are copied into two alternating pinned host buffers (a pageable copy is ~40x
+    taps are copied into two alternating sets of pinned host buffers (a pageable copy is ~40x
     slower), so a yielded array stays valid until two batches later: use or copy it before then.
 
     A file that cannot be decoded raises UnreadableImageError, unless `on_unreadable(index, reason)`
@@ -267,16 +269,16 @@ def iter_hypercolumns(entries: list[dict], net: HypercolumnNet, weights: Weights
                 continue
             with autocast_for(device):
                 maps, pooled = net(net_input(batch.images, weights, device))
-            cols = hypercolumns_at(maps, batch.coords.to(device), settings.image_size)
+            taps = stored_taps(maps, batch.coords.to(device), settings)
             if device.type == "cuda":
                 # Alternate by batches yielded, not loaded: a skipped batch must not reuse the
-                # buffer the caller may still be reading.
+                # buffers the caller may still be reading.
                 slot = yielded % 2
-                if pinned[slot] is None or pinned[slot].shape != cols.shape:
-                    pinned[slot] = torch.empty(cols.shape, dtype=cols.dtype, pin_memory=True)
-                cols = pinned[slot].copy_(cols)
+                if pinned[slot] is None or [b.shape for b in pinned[slot]] != [t.shape for t in taps]:
+                    pinned[slot] = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in taps]
+                taps = [buffer.copy_(t) for buffer, t in zip(pinned[slot], taps)]
             yielded += 1
-            yield cols.numpy(), batch.coords.numpy(), pooled.float().cpu().numpy()
+            yield [t.numpy() for t in taps], batch.coords.numpy(), pooled.float().cpu().numpy()
 
 
 def extract_shard(entries: list[dict], out_path, weights: Weights, settings: ExtractionSettings,
@@ -291,29 +293,34 @@ def extract_shard(entries: list[dict], out_path, weights: Weights, settings: Ext
     out_path = Path(out_path)
     tmp = out_path.with_name(out_path.name + ".part")
     net = HypercolumnNet(weights, settings.taps, device)
-    n, p, f = len(entries), settings.n_pixels, settings.n_features
+    n, p = len(entries), settings.n_pixels
     start, done = time.perf_counter(), 0
     with h5py.File(tmp, "w") as h5:
-        hcol = h5.create_dataset("hcol", (n, p, f), dtype="float16", chunks=(1, p, f))
+        tap_ds = []
+        for tap in settings.taps:
+            side, channels = settings.map_side(tap), CONV_CHANNELS[tap]
+            shape = (side, side, channels) if settings.stored_as_map(tap) else (p, channels)
+            # One chunk per entry and tap: a reader takes whole entries.
+            tap_ds.append(h5.create_dataset(f"taps/{tap}", (n, *shape), dtype="float16", chunks=(1, *shape)))
         coords_ds = h5.create_dataset("coords", (n, p, 2), dtype="int16")
         pooled_ds = h5.create_dataset("pooled", (n, net.pooled_dim), dtype="float32")
         h5.create_dataset("ids", data=np.array([e["id"] for e in entries], dtype=h5py.string_dtype()))
         h5.create_dataset("rotations", data=np.array([int(e["rotation"]) for e in entries], dtype="int16"))
-        h5.attrs.update({**weights.describe(), "taps": json.dumps(list(settings.taps)),
+        h5.attrs.update({**weights.describe(), "format": SHARD_FORMAT, "taps": json.dumps(list(settings.taps)),
                          "density": settings.density, "image_size": settings.image_size,
-                         "resize": settings.resize, "seed": settings.seed, "n_features": f,
+                         "resize": settings.resize, "seed": settings.seed, "n_features": settings.n_features,
                          "cntem_version": __version__})
         bar = tqdm(total=n, desc=f"hypercolumns {out_path.name}", unit="img", disable=not progress)
         # One writer thread: HDF5 writes of batch i overlap the network on batch i + 1. Waiting for
         # write i - 1 before submitting write i also keeps iter_hypercolumns' pinned buffers safe.
         with ThreadPoolExecutor(max_workers=1) as writer:
             pending = None
-            for cols, coords, pooled in iter_hypercolumns(entries, net, weights, settings, device, workers):
+            for taps, coords, pooled in iter_hypercolumns(entries, net, weights, settings, device, workers):
                 if pending is not None:
                     pending.result()
-                pending = writer.submit(_write_batch, hcol, coords_ds, pooled_ds, done, cols, coords, pooled)
-                done += len(cols)
-                bar.update(len(cols))
+                pending = writer.submit(_write_batch, tap_ds, coords_ds, pooled_ds, done, taps, coords, pooled)
+                done += len(coords)
+                bar.update(len(coords))
             if pending is not None:
                 pending.result()
         bar.close()
@@ -331,9 +338,10 @@ def layer_activations(path, net: HypercolumnNet, weights: Weights, settings: Ext
     return img, [m[0].float().mean(0).cpu().numpy() for m in maps]
 
 
-def _write_batch(hcol, coords_ds, pooled_ds, start, cols, coords, pooled):
-    end = start + len(cols)
-    hcol[start:end] = cols
+def _write_batch(tap_ds, coords_ds, pooled_ds, start, taps, coords, pooled):
+    end = start + len(coords)
+    for dataset, values in zip(tap_ds, taps):
+        dataset[start:end] = values
     coords_ds[start:end] = coords
     pooled_ds[start:end] = pooled
 

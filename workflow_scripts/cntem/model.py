@@ -111,6 +111,7 @@ class Model:
         file cannot be decoded go to `on_unreadable(index, reason)` and are left out of the rows.
         """
         from .hypercolumns import HypercolumnNet, iter_hypercolumns
+        from .shards import assemble_hypercolumns
 
         self.check_compatible(weights)
         weights = self.with_training_input(weights)
@@ -118,8 +119,12 @@ class Model:
         net = HypercolumnNet(weights, settings.taps, device)
         self.encoder.to(device)
         parts = []
-        for cols, _, _ in iter_hypercolumns(entries, net, weights, settings, device, workers=0,
-                                            on_unreadable=on_unreadable, on_note=on_note):
+        for taps, coords, _ in iter_hypercolumns(entries, net, weights, settings, device, workers=0,
+                                                 on_unreadable=on_unreadable, on_note=on_note):
+            # Through what a shard stores, assembled as a shard reader does: the same values as in training.
+            cols = np.empty((len(coords), settings.n_pixels, settings.n_features), np.float16)
+            for i in range(len(coords)):
+                assemble_hypercolumns([t[i] for t in taps], coords[i], settings.image_size, cols[i])
             parts.append(self.encoder.transform(torch.from_numpy(cols).to(device).float()).cpu().numpy())
             if on_batch:
                 on_batch(len(cols))

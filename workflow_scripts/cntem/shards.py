@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -30,12 +31,27 @@ def assign_shard(image_id: str, n_shards: int) -> int:
     return int.from_bytes(hashlib.sha256(image_id.encode()).digest()[:8], "little") % n_shards
 
 
-def shard_manifest(images: list[dict], plans: list[list[dict]], n_shards: int) -> list[dict]:
+# Entries an automatic shard holds at most: ~40 s of network on 2 CPU cores, against a few seconds
+# of job start-up (Python, torch, the weights).
+ENTRIES_PER_SHARD = 512
+
+
+def shard_count(setting: int | str, n_entries: int) -> int:
+    """The number of shards: `setting` itself, or for "auto" the smallest power of two giving shards of
+    about ENTRIES_PER_SHARD entries or fewer. Powers of two change rarely as images are added (each
+    change re-extracts every shard); a fixed number never moves an image."""
+    if setting != "auto":
+        return int(setting)
+    return 1 << max(0, math.ceil(math.log2(max(n_entries, 1) / ENTRIES_PER_SHARD)))
+
+
+def shard_manifest(images: list[dict], plans: list[list[dict]], shards: int | str) -> list[dict]:
     """The (image, rotation) entries to extract, each with its path and shard.
 
     A class that any plan augments gets all three rotations of every image extracted, so the
     manifest (and every shard's content) depends on class membership, not on fold assignment:
-    adding images re-extracts only the shards those images fall into.
+    adding images re-extracts only the shards those images fall into. `shards` is a count or "auto"
+    (shard_count).
     """
     from .folds import ROTATIONS
 
@@ -47,6 +63,7 @@ def shard_manifest(images: list[dict], plans: list[list[dict]], n_shards: int) -
             entry_rotations = rotations.setdefault(r["id"], {0})
             if r["class"] in augmented:
                 entry_rotations.update(ROTATIONS)
+    n_shards = shard_count(shards, sum(map(len, rotations.values())))
     return [{"id": i, "rotation": rot, "path": path_of[i], "shard": assign_shard(i, n_shards)}
             for i in sorted(rotations) for rot in sorted(rotations[i])]
 
@@ -55,8 +72,8 @@ MANIFEST_COLUMNS = ["id", "rotation", "path", "shard"]
 
 
 def shard_bytes(n_entries: int, settings) -> int:
-    """Bytes the shards of `n_entries` entries take: float16 hypercolumns plus int16 coordinates."""
-    return n_entries * settings.n_pixels * (settings.n_features * 2 + 4)
+    """Bytes the shards of `n_entries` entries take: float16 taps plus int16 coordinates."""
+    return n_entries * (settings.stored_values() * 2 + settings.n_pixels * 4)
 
 
 def check_disk(out_dir, needed: int) -> None:
@@ -70,14 +87,69 @@ def check_disk(out_dir, needed: int) -> None:
                       "or run from a larger volume")
 
 
+# Version 2 keeps the deep taps as feature maps and interpolates them on read (~4.6 MB an entry
+# at the paper's settings); version 1 stored every tap's columns (14.8 MB an entry).
+SHARD_FORMAT = "cntem-shard-2"
+
+
+class StaleShardError(ActionableError, ValueError):
+    """A shard written by another version of the format."""
+
+
+def bilinear_matrix(coords: np.ndarray, side: int, size: int):
+    """Sparse (P, side * side) matrix taking a side x side map's values to the (row, col) input pixels `coords`.
+
+    Equal to upsampling the map to size x size (bilinear, align_corners=False, edges clamped, as
+    torch's interpolate) and reading the pixels: each pixel mixes its four nearest map cells.
+    """
+    from scipy.sparse import csr_matrix
+
+    def axis(pixels):
+        source = np.clip((pixels.astype(np.float64) + 0.5) * (side / size) - 0.5, 0, side - 1)
+        low = np.floor(source).astype(np.int64)
+        return low, np.minimum(low + 1, side - 1), source - low
+
+    (r0, r1, wr), (c0, c1, wc) = axis(coords[:, 0]), axis(coords[:, 1])
+    cells = np.stack([r0 * side + c0, r0 * side + c1, r1 * side + c0, r1 * side + c1], 1)
+    weights = np.stack([(1 - wr) * (1 - wc), (1 - wr) * wc, wr * (1 - wc), wr * wc], 1)
+    rows = np.repeat(np.arange(len(coords)), 4)
+    return csr_matrix((weights.ravel().astype(np.float32), (rows, cells.ravel())), shape=(len(coords), side * side))
+
+
+def assemble_hypercolumns(taps: list[np.ndarray], coords: np.ndarray, size: int, out: np.ndarray) -> None:
+    """Hypercolumns (P, D) into `out` from one entry's stored taps.
+
+    `taps` holds, per tap in order, either its columns at the sampled pixels (P, C) or its whole
+    feature map (side, side, C), which is interpolated at `coords` (P, 2) of a size x size input.
+    """
+    offset = 0
+    for tap in taps:
+        channels = tap.shape[-1]
+        if tap.ndim == 2:
+            out[:, offset:offset + channels] = tap
+        else:
+            side = tap.shape[0]
+            out[:, offset:offset + channels] = bilinear_matrix(coords, side, size) @ \
+                tap.reshape(side * side, channels).astype(np.float32)
+        offset += channels
+
+
 class HypercolumnStore:
-    """Read access to the entries of many shards by (id, rotation)."""
+    """Read access to the entries of many shards by (id, rotation).
+
+    `bytes_read` counts the stored bytes read so far (coordinates and taps), so that a job can
+    say how much of the shards it needed.
+    """
 
     def __init__(self, shard_paths):
         self.paths = [str(p) for p in shard_paths]
         self.index, self.attrs = {}, None
         for s, path in enumerate(self.paths):
             with h5py.File(path, "r") as h5:
+                if h5.attrs.get("format") != SHARD_FORMAT:
+                    raise StaleShardError(
+                        f"{path} holds hypercolumns in an older format than {SHARD_FORMAT}; delete the shards "
+                        f"(rm {Path(path).parent}/shard-*.h5) and rerun to extract them again")
                 ids = h5["ids"].asstr()[()]
                 rots = h5["rotations"][()]
                 attrs = {k: h5.attrs[k] for k in ("weights_sha256", "taps", "density", "image_size", "resize", "seed")}
@@ -88,7 +160,9 @@ class HypercolumnStore:
                                      "delete the stale shards and rerun")
             for row, (i, r) in enumerate(zip(ids, rots)):
                 self.index[(str(i), int(r))] = (s, row)
-        self._files = {}
+        self.settings = self.extraction_settings()
+        self.taps = list(self.settings.taps)
+        self._files, self._scratch, self.bytes_read = {}, None, 0
 
     def _file(self, s):
         if s not in self._files:
@@ -101,19 +175,39 @@ class HypercolumnStore:
         except KeyError:
             raise KeyError(f"no hypercolumns for {image_id} rotated {rotation}; rerun the extraction") from None
 
-    def hypercolumns(self, image_id: str, rotation: int = 0) -> np.ndarray:
-        s, row = self.locate(image_id, rotation)
-        return self._file(s)["hcol"][row]
-
     @property
     def entry_shape(self) -> tuple[int, int]:
         """(sampled pixels, features) of every entry."""
-        return tuple(self._file(0)["hcol"].shape[1:])
+        return self.settings.n_pixels, self.settings.n_features
 
-    def read_hypercolumns_into(self, image_id: str, rotation: int, out: np.ndarray) -> None:
-        """Like hypercolumns(), into a caller's (P, D) float16 buffer (no fresh 15 MB array per entry)."""
+    def read_hypercolumns_into(self, image_id: str, rotation: int, out: np.ndarray, rows=None) -> None:
+        """An entry's hypercolumns (P, D), or only its sampled pixels `rows`, into a caller's buffer.
+
+        Each tap is read whole into a buffer kept between calls (no fresh arrays per entry); maps
+        are interpolated at the pixels wanted.
+        """
         s, row = self.locate(image_id, rotation)
-        self._file(s)["hcol"].read_direct(out, source_sel=np.s_[row])
+        h5 = self._file(s)
+        if self._scratch is None:
+            self._scratch = [np.empty(h5[f"taps/{t}"].shape[1:], np.float16) for t in self.taps]
+        coords = h5["coords"][row]
+        self.bytes_read += coords.nbytes
+        taps = []
+        for name, buffer in zip(self.taps, self._scratch):
+            h5[f"taps/{name}"].read_direct(buffer, source_sel=np.s_[row])
+            self.bytes_read += buffer.nbytes
+            taps.append(buffer if rows is None or buffer.ndim == 3 else buffer[rows])
+        assemble_hypercolumns(taps, coords if rows is None else coords[rows], self.settings.image_size, out)
+
+    def hypercolumns(self, image_id: str, rotation: int = 0) -> np.ndarray:
+        """An entry's (P, D) float16 hypercolumns, in a new array."""
+        out = np.empty(self.entry_shape, np.float16)
+        self.read_hypercolumns_into(image_id, rotation, out)
+        return out
+
+    def total_bytes(self) -> int:
+        """Size of the store's shard files."""
+        return sum(Path(p).stat().st_size for p in self.paths)
 
     def coords(self, image_id: str, rotation: int = 0) -> np.ndarray:
         s, row = self.locate(image_id, rotation)
