@@ -6,10 +6,10 @@ import torch
 from cntem import rule_log
 from cntem.backbone import resolve_device
 from cntem.dictionary import VisualDictionary
-from cntem.folds import entry_keys, fold_entries
+from cntem.folds import fold_entries
 from cntem.io import read_table
 from cntem.shards import HypercolumnStore
-from cntem.vlad import VladEncoder, save_vlad
+from cntem.vlad import VladEncoder, write_vlad
 
 log = rule_log(snakemake.log[0])
 device = resolve_device(snakemake.config["device"])
@@ -18,10 +18,6 @@ encoder = VladEncoder(VisualDictionary.load(snakemake.input.dictionary), snakema
 splits = fold_entries(read_table(snakemake.input.plan), snakemake.wildcards.fold)
 start = time.perf_counter()
 with HypercolumnStore(snakemake.input.shards) as store:
-    encoded = {role: {"X": encoder.transform_store(store, entry_keys(rows), progress=True),
-                      "ids": [r["id"] for r in rows], "rotations": [r["rotation"] for r in rows],
-                      "y": [r["class"] for r in rows]}
-               for role, rows in splits.items()}
-save_vlad(snakemake.output.vlad, encoded, encoder.describe())
+    write_vlad(snakemake.output.vlad, encoder, store, splits, progress=True)
 log.info("VLAD %s: %d train + %d val entries, dimension %d, %.1f s on %s", dict(snakemake.wildcards.items()),
          len(splits["train"]), len(splits["val"]), encoder.dim, time.perf_counter() - start, device)

@@ -1,4 +1,6 @@
 """Rule extract_hypercolumns: one HDF5 shard of sparse VGG16 hypercolumns."""
+from pathlib import Path
+
 import torch
 
 from cntem import rule_log
@@ -22,5 +24,8 @@ if weights.is_random:
     log.warning("weights: random - for tests only; every output is stamped weights_random=True")
 check_disk(snakemake.output.shard.rsplit("/", 1)[0], shard_bytes(len(entries), settings))
 stats = extract_shard(entries, snakemake.output.shard, weights, settings, device, workers=1)
-log.info("%d entries on %s in %.1f s (%.2f images/s)", stats["images"], device, stats["seconds"],
-         stats["images_per_s"])
+shard = Path(snakemake.output.shard)
+store_bytes = sum(p.stat().st_size for p in shard.parent.glob("shard-*.h5"))
+log.info("%d entries on %s in %.1f s (%.2f images/s); %.2f MB an entry; %s now holds %.2f GB",
+         stats["images"], device, stats["seconds"], stats["images_per_s"], shard.stat().st_size / len(entries) / 1e6,
+         shard.parent, store_bytes / 1e9)

@@ -77,11 +77,16 @@ class VladEncoder:
             x = x @ rows.T - mean @ rows.T
         return vlad(x, centroids, self.power_norm)
 
-    def transform_store(self, store, entries, progress: bool = False) -> np.ndarray:
-        """VLAD vectors (N, K * d) float32 of (id, rotation) `entries` read from a HypercolumnStore."""
+    def transform_store(self, store, entries, progress: bool = False, out=None):
+        """VLAD vectors (N, K * d) float32 of (id, rotation) `entries` read from a HypercolumnStore.
+
+        Written batch by batch into `out` (an array or an HDF5 dataset of that shape) when given,
+        so that memory stays flat in N; else returned as a new array.
+        """
         from tqdm import tqdm
 
-        out = np.empty((len(entries), self.dim), np.float32)
+        if out is None:
+            out = np.empty((len(entries), self.dim), np.float32)
         # Batch buffers are allocated once: a fresh ~100 MB array per batch costs more in page faults
         # than the float16 -> float32 conversion itself.
         raw = np.empty((self.batch_size, *store.entry_shape), np.float16)
@@ -102,17 +107,21 @@ class VladEncoder:
         return {"representation": self.name, "power_norm": self.power_norm, "k": self.dictionary.k}
 
 
-def save_vlad(path, splits: dict, meta: dict) -> None:
-    """splits: name -> dict(X, ids, rotations, y); one HDF5 group per split."""
+def write_vlad(path, encoder: VladEncoder, store, splits: dict, progress: bool = False) -> None:
+    """Encode each split's plan rows (id, rotation, class) from `store` into one HDF5 group per split.
+
+    Vectors go to the file as they are made: the job's memory does not grow with the entries.
+    """
     with h5py.File(path, "w") as h5:
-        for name, s in splits.items():
+        for name, rows in splits.items():
             g = h5.create_group(name)
-            g.create_dataset("X", data=s["X"], chunks=(1, s["X"].shape[1]) if len(s["X"]) else None)
-            g.create_dataset("ids", data=np.array(s["ids"], dtype=h5py.string_dtype()))
-            g.create_dataset("rotations", data=np.asarray(s["rotations"], dtype=np.int16))
-            g.create_dataset("y", data=np.array(s["y"], dtype=h5py.string_dtype()))
-        for key, value in meta.items():
-            h5.attrs[key] = value
+            x = g.create_dataset("X", (len(rows), encoder.dim), np.float32,
+                                 chunks=(1, encoder.dim) if rows else None)
+            encoder.transform_store(store, [(r["id"], int(r["rotation"])) for r in rows], progress, out=x)
+            g.create_dataset("ids", data=np.array([r["id"] for r in rows], dtype=h5py.string_dtype()))
+            g.create_dataset("rotations", data=np.array([int(r["rotation"]) for r in rows], dtype=np.int16))
+            g.create_dataset("y", data=np.array([r["class"] for r in rows], dtype=h5py.string_dtype()))
+        h5.attrs.update(encoder.describe())
 
 
 def load_vlad(path) -> tuple[dict, dict]:
