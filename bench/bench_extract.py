@@ -20,7 +20,7 @@ import torch
 
 from cntem.backbone import load_weights, resolve_device
 from cntem.features import ExtractionSettings
-from cntem.hypercolumns import (HypercolumnNet, autocast_for, extract_shard, iter_hypercolumns)
+from cntem.hypercolumns import HypercolumnNet, autocast_for, extract_shard, iter_hypercolumns, loader_workers
 from cntem.synthetic import generate_dataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "weights" / "vgg16_imagenet_caffe.pth"
@@ -63,7 +63,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
-    parser.add_argument("--workers", type=int, default=1, help="decoding processes")
+    parser.add_argument("--workers", type=int, help="decoding processes (default: as the workflow, loader_workers)")
     parser.add_argument("--weights", default=str(SHARED) if SHARED.exists() else "random")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
@@ -71,6 +71,8 @@ def main():
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.workers is None:
+        args.workers = loader_workers(device, torch.get_num_threads())
     weights = load_weights(args.weights)
     settings = ExtractionSettings(batch_size=args.batch_size)
     with tempfile.TemporaryDirectory() as tmp:

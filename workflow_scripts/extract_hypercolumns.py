@@ -6,7 +6,7 @@ import torch
 from cntem import rule_log
 from cntem.backbone import load_weights, resolve_device
 from cntem.config import make_extraction
-from cntem.hypercolumns import extract_shard
+from cntem.hypercolumns import extract_shard, loader_workers
 from cntem.io import read_table
 from cntem.shards import check_disk, shard_bytes
 
@@ -18,12 +18,13 @@ manifest = {(r["id"], r["rotation"]): r for r in read_table(snakemake.params.man
 entries = [manifest[tuple(m.rsplit("@", 1))] for m in snakemake.params.members.split(";")]
 settings = make_extraction(snakemake.params.extraction, runtime["hypercolumns"]["batch_size"])
 device = resolve_device(runtime["device"])
-torch.set_num_threads(max(snakemake.threads - 1, 1) if device.type == "cpu" else snakemake.threads)
+torch.set_num_threads(snakemake.threads)
 weights = load_weights(snakemake.params.weights, runtime["weights_cache"])
 if weights.is_random:
     log.warning("weights: random - for tests only; every output is stamped weights_random=True")
 check_disk(snakemake.output.shard.rsplit("/", 1)[0], shard_bytes(len(entries), settings))
-stats = extract_shard(entries, snakemake.output.shard, weights, settings, device, workers=1)
+stats = extract_shard(entries, snakemake.output.shard, weights, settings, device,
+                      workers=loader_workers(device, snakemake.threads))
 shard = Path(snakemake.output.shard)
 store_bytes = sum(p.stat().st_size for p in shard.parent.glob("shard-*.h5"))
 log.info("%d entries on %s in %.1f s (%.2f images/s); %.2f MB an entry; %s now holds %.2f GB",

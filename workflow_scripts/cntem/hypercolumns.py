@@ -137,6 +137,16 @@ class HypercolumnNet(torch.nn.Module):
         return [maps[t] for t in self.taps], pooled
 
 
+def loader_workers(device: torch.device, threads: int) -> int:
+    """Decoding processes for an extraction with `threads` cores.
+
+    On a CPU the network wants every core, and decoding (~6 ms an image) inline costs less than a
+    loader process preempting torch's threads (on 2 cores: 0.89 of the bare forward rate inline,
+    0.63 with one loader process). A GPU is fed by loader processes on the other cores.
+    """
+    return 0 if device.type == "cpu" else max(1, threads - 1)
+
+
 def autocast_for(device: torch.device):
     if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()):
         return torch.autocast(device.type, dtype=torch.bfloat16)
