@@ -122,10 +122,10 @@ class Model:
         for taps, coords, _ in iter_hypercolumns(entries, net, weights, settings, device, workers=0,
                                                  on_unreadable=on_unreadable, on_note=on_note):
             # Through what a shard stores, assembled as a shard reader does: the same values as in training.
-            cols = np.empty((len(coords), settings.n_pixels, settings.n_features), np.float16)
+            cols = np.empty((len(coords), settings.n_pixels, settings.n_features), np.float32)
             for i in range(len(coords)):
                 assemble_hypercolumns([t[i] for t in taps], coords[i], settings.image_size, cols[i])
-            parts.append(self.encoder.transform(torch.from_numpy(cols).to(device).float()).cpu().numpy())
+            parts.append(self.encoder.transform(torch.from_numpy(cols).to(device)).cpu().numpy())
             if on_batch:
                 on_batch(len(cols))
         return np.concatenate(parts) if parts else np.empty((0, self.encoder.dim), np.float32)
