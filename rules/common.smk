@@ -1,5 +1,6 @@
 """Config validation and the helpers that turn the config into target paths."""
 import csv
+import functools
 import hashlib
 from pathlib import Path
 
@@ -81,28 +82,33 @@ def data_fingerprint():
 
 
 # ------------------------------------------------------------------- hypercolumn shards
-def manifest_rows():
-    """The (image, rotation) entries to extract, once the manifest checkpoint has run."""
-    with open(checkpoints.hypercolumn_manifest.get().output.manifest) as fh:
-        return list(csv.DictReader(fh, delimiter="\t"))
+def manifest_shards():
+    """Each shard's manifest rows, once the manifest checkpoint has run."""
+    path = checkpoints.hypercolumn_manifest.get().output.manifest
+    return _shards_of(path, Path(path).stat().st_mtime_ns)
 
 
-def shard_ids():
-    return sorted({int(r["shard"]) for r in manifest_rows()})
+@functools.lru_cache(maxsize=2)
+def _shards_of(path, mtime_ns):
+    # The scheduler asks for every job's inputs: read the (up to ~10,000-row) manifest once per version.
+    shards = {}
+    with open(path) as fh:
+        for r in csv.DictReader(fh, delimiter="\t"):
+            shards.setdefault(int(r["shard"]), []).append(r)
+    return shards
 
 
 def shard_members(wildcards):
     """Entries of one shard as a sorted string: a params value, so a changed shard reruns."""
-    return ";".join(sorted(f"{r['id']}@{r['rotation']}" for r in manifest_rows()
-                           if int(r["shard"]) == int(wildcards.shard)))
+    return ";".join(sorted(f"{r['id']}@{r['rotation']}" for r in manifest_shards()[int(wildcards.shard)]))
 
 
 def shard_images(wildcards):
-    return sorted({r["path"] for r in manifest_rows() if int(r["shard"]) == int(wildcards.shard)})
+    return sorted({r["path"] for r in manifest_shards()[int(wildcards.shard)]})
 
 
 def all_shards(wildcards=None):
-    return [f"results/hypercolumns/shard-{s:03d}.h5" for s in shard_ids()]
+    return [f"results/hypercolumns/shard-{s:03d}.h5" for s in sorted(manifest_shards())]
 
 
 # ------------------------------------------------------------------------- runs

@@ -1,3 +1,6 @@
+import json
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -55,6 +58,78 @@ def test_xgboost_early_stopping_uses_whole_training_groups():
     assert stop and stop < set(groups)
     assert model.info["best_iteration"] < SETTINGS["xgboost"]["n_estimators"]
     assert model.info["device"] == "cpu"
+    assert model.info["columns"] == x.shape[1] and model.model.attr("columns") is None  # not screened
+
+
+def test_exact_xgboost_is_xgboosts_own_classifier_with_the_same_settings():
+    """The paper's configuration (no screening) fits the model XGBClassifier fits on the same rows."""
+    import xgboost as xgb
+
+    x, y = blobs(30, 0)
+    groups = [f"g{i // 3}" for i in range(len(y))]
+    model = Classifier(settings_for("xgboost", SETTINGS["xgboost"]), CLASSES).fit(x, y, groups)
+    s, y_idx = model.settings, np.array([CLASSES.index(c) for c in y])
+    fit = ~np.isin(groups, model.info["early_stopping_groups"])
+    reference = xgb.XGBClassifier(
+        n_estimators=s.n_estimators, max_depth=s.max_depth, learning_rate=s.learning_rate, max_bin=s.max_bin,
+        colsample_bynode=s.colsample_bynode, subsample=s.subsample, tree_method="hist", random_state=s.seed,
+        n_jobs=1, eval_metric="mlogloss", early_stopping_rounds=s.early_stopping_rounds)
+    reference.fit(x[fit], y_idx[fit], eval_set=[(x[~fit], y_idx[~fit])], verbose=False)
+    assert model.info["best_iteration"] == reference.best_iteration
+    xv = blobs(10, 1)[0]
+    np.testing.assert_array_equal(model.predict_proba(xv), reference.predict_proba(xv))
+
+
+def test_xgboost_screening_ranks_columns_on_the_fitting_rows_only():
+    """A column that separates the classes only in the early-stopping slice is never screened in."""
+    x, y = blobs(30, 0)
+    x = np.random.default_rng(2).normal(size=x.shape).astype(np.float32)  # 20 noise columns
+    groups = [f"g{i // 3}" for i in range(len(y))]
+    # Half the groups stop, and the screening keeps ceil(0.05 x 20) = 1 column.
+    settings = settings_for("xgboost", {**SETTINGS["xgboost"], "early_stopping_fraction": 0.5, "screening": 0.05})
+    stop = np.isin(groups, Classifier(settings, CLASSES).fit(x, y, groups).info["early_stopping_groups"])
+    label = np.array([CLASSES.index(c) for c in y], dtype=np.float32)
+    x[stop, 7] += 3 * label[stop]  # over all training rows column 7 has the larger F (20 vs 9) ...
+    x[~stop, 13] += label[~stop]   # ... over the rows that fit the trees column 13 has (27 vs 0.4)
+    model = Classifier(settings, CLASSES).fit(x, y, groups)
+    assert set(model.info["early_stopping_groups"]) == set(np.array(groups)[stop])  # the same split
+    assert json.loads(model.model.attr("columns")) == [13]
+
+
+@pytest.mark.parametrize("fraction, kept", [(0.25, 5), (0.13, 3)])
+def test_screened_xgboost_round_trips_on_full_width_input(fraction, kept, tmp_path):
+    x, y = blobs(30, 0)
+    groups = [f"g{i // 2}" for i in range(len(y))]
+    model = Classifier(settings_for("xgboost", {**SETTINGS["xgboost"], "screening": fraction}), CLASSES)
+    model.fit(x, y, groups)
+    assert model.info["columns"] == kept == model.model.num_features()  # ceil(fraction x 20)
+    xv, yv = blobs(10, 1)
+    proba = model.predict_proba(xv)  # all 20 columns in, the screened ones used
+    assert np.mean(np.array(CLASSES)[proba.argmax(1)] == np.array(yv)) > 0.8
+    again = Classifier.load(model.save(tmp_path / "clf"), model.describe())
+    assert again.settings.screening == fraction
+    np.testing.assert_array_equal(again.predict_proba(xv), proba)
+
+
+@pytest.mark.parametrize("screening", [None, 0.2])
+def test_xgboost_is_deterministic(screening):
+    x, y = blobs(30, 0)
+    groups = [f"g{i // 2}" for i in range(len(y))]
+    settings = settings_for("xgboost", {**SETTINGS["xgboost"], "screening": screening})
+    xv = blobs(10, 1)[0]
+    first, second = (Classifier(settings, CLASSES, threads=2).fit(x, y, groups).predict_proba(xv) for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+    other_seed = Classifier(replace(settings, seed=1), CLASSES).fit(x, y, groups).predict_proba(xv)
+    assert not np.array_equal(first, other_seed)  # the seed does reach the subsampling
+
+
+def test_xgboost_two_classes():
+    x, y = blobs(30, 0)
+    keep = [i for i, c in enumerate(y) if c != "Ma"]
+    model = Classifier(settings_for("xgboost", SETTINGS["xgboost"]), CLASSES[:2])
+    model.fit(x[keep], [y[i] for i in keep], [f"g{i // 2}" for i in keep])
+    proba = model.predict_proba(blobs(10, 1)[0][:20])
+    assert proba.shape == (20, 2) and np.allclose(proba.sum(1), 1) and (proba.argmax(1) == [0] * 10 + [1] * 10).all()
 
 
 def test_prediction_rows_and_metrics():

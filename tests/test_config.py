@@ -65,6 +65,8 @@ def test_schema_defaults_are_the_method_niosh_states():
         assert defaults[key] == niosh[key], key
     for key in ("taps", "density", "image_size", "resize", "seed"):
         assert defaults["hypercolumns"][key] == niosh["hypercolumns"][key], key
+    stated = load("niosh.yaml")["xgboost"]  # every classifier setting written out, not inherited
+    assert set(stated) == set(yaml.safe_load(Path(SCHEMA).read_text())["properties"]["xgboost"]["properties"])
 
 
 def test_own_data_config_gets_no_demo_setting(checkout):
