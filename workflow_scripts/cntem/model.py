@@ -25,7 +25,7 @@ from .vlad import VladEncoder
 
 log = logging.getLogger(__name__)
 
-FORMAT = "cntem-model-2"
+FORMAT = "cntem-model-3"  # 3: XGBoost as a Booster cut at its best round, screened columns inside
 
 
 class ModelMismatchError(ActionableError, ValueError):
