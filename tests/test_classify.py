@@ -4,8 +4,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from cntem import classify
 from cntem.classify import Classifier, prediction_rows, settings_for, timed_predict_proba
-from cntem.evaluate import LeakageError, check_leakage, fold_metrics, run_leakage_records, summarize
+from cntem.evaluate import (LeakageError, check_leakage, fit_and_predict_fold, fold_metrics, run_leakage_records,
+                            summarize)
 
 CLASSES = ["Cl", "Fi", "Ma"]
 
@@ -23,6 +25,7 @@ SETTINGS = {
     "random_forest": {"n_estimators": 50, "max_features": "sqrt", "seed": 0},
     "adaboost": {"n_estimators": 30, "learning_rate": 0.5, "seed": 0},
     "linear_softmax": {"C": 1.0, "max_iter": 500},
+    "logistic": {"C_grid": [0.001, 0.01, 0.1, 1.0], "inner_folds": 3, "max_iter": 500, "seed": 0},
 }
 
 
@@ -130,6 +133,108 @@ def test_xgboost_two_classes():
     model.fit(x[keep], [y[i] for i in keep], [f"g{i // 2}" for i in keep])
     proba = model.predict_proba(blobs(10, 1)[0][:20])
     assert proba.shape == (20, 2) and np.allclose(proba.sum(1), 1) and (proba.argmax(1) == [0] * 10 + [1] * 10).all()
+
+
+def logistic(**changes):
+    return Classifier(settings_for("logistic", {**SETTINGS["logistic"], **changes}), CLASSES)
+
+
+@pytest.mark.parametrize("copies, splitter", [(3, "StratifiedGroupKFold"), (15, "GroupKFold")])
+def test_logistic_inner_folds_never_split_a_group(copies, splitter, monkeypatch):
+    """Copies of one micrograph (a group) are tested together in one inner fold and trained on in the others."""
+    splitters, real = [], classify.inner_splitter
+
+    def recording_splitter(*args):
+        splitters.append(real(*args))
+        return splitters[-1]
+
+    monkeypatch.setattr(classify, "inner_splitter", recording_splitter)
+    x, y = blobs(30, 0)
+    groups = np.array([f"g{i // copies}" for i in range(len(y))])  # 15 copies: 2 groups a class, too few to stratify
+    model = logistic().fit(x, y, groups)
+    y_idx = np.array([CLASSES.index(c) for c in y])
+    splits = list(splitters[0].split(x, y_idx, groups))  # seeded: the splits the fit scored its Cs on
+    for train, test in splits:
+        assert not set(groups[train]) & set(groups[test])
+    tested = np.concatenate([groups[test] for _, test in splits])
+    assert sorted(tested) == sorted(groups)  # every row tested exactly once
+    assert len(splits) == model.info["inner_folds"] == 3 and model.info["inner_splitter"] == splitter
+
+
+def test_logistic_picks_a_C_of_the_grid_the_smallest_of_the_best_and_refits_on_every_row():
+    x, y = blobs(30, 0)
+    groups = [f"g{i // 2}" for i in range(len(y))]
+    model = logistic().fit(x, y, groups)
+    accuracy = model.info["inner_accuracy"]
+    assert list(accuracy) == ["0.001", "0.01", "0.1", "1"]
+    best = max(accuracy.values())
+    assert model.info["C"] in SETTINGS["logistic"]["C_grid"] and accuracy[f"{model.info['C']:g}"] == best
+    assert all(a < best for c, a in accuracy.items() if float(c) < model.info["C"])
+    assert list(accuracy.values()).count(best) > 1  # a tie on these blobs: the smallest C of it won
+    scaler, regression = model.model
+    assert regression.C == model.info["C"] and scaler.n_samples_seen_ == len(y)
+    reversed_grid = logistic(C_grid=SETTINGS["logistic"]["C_grid"][::-1]).fit(x, y, groups)
+    assert reversed_grid.info["C"] == model.info["C"]  # the order of the grid does not break the tie
+    xv, yv = blobs(10, 1)
+    assert np.mean(np.array(CLASSES)[model.predict_proba(xv).argmax(1)] == np.array(yv)) > 0.95
+
+
+def test_logistic_C_is_chosen_on_the_training_rows_alone():
+    """The fold's validation rows never reach the fit: other validation rows, the same C and model."""
+    x, y = blobs(30, 0)
+    x[:, :15] = np.random.default_rng(5).normal(size=(len(y), 15))  # 15 noise columns: the Cs score differently
+    train = {"X": x, "y": y, "ids": [f"t{i}" for i in range(len(y))]}
+    xv, yv = blobs(10, 1)
+    val = {"X": xv, "y": yv, "ids": [f"v{i}" for i in range(len(yv))]}
+    noise = {**val, "X": np.random.default_rng(9).normal(size=xv.shape).astype(np.float32), "y": yv[::-1]}
+    group_of = {i: f"g{n // 2}" for n, i in enumerate(train["ids"])} | {i: i for i in val["ids"]}
+    fits = []
+    for validation in (val, noise):
+        model = logistic()
+        _, info = fit_and_predict_fold(model, train, validation, group_of, 0)
+        fits.append((info["C"], info["inner_accuracy"], model.model[-1].coef_))
+    assert fits[0][:2] == fits[1][:2]
+    np.testing.assert_array_equal(fits[0][2], fits[1][2])
+    other_train = {**train, "X": train["X"][::-1].copy()}  # the same rows relabelled: the inner CV sees it
+    _, info = fit_and_predict_fold(logistic(), other_train, val, group_of, 0)
+    assert info["inner_accuracy"] != fits[0][1]
+
+
+def test_logistic_is_deterministic_and_round_trips(tmp_path):
+    x, y = blobs(30, 0)
+    groups = [f"g{i // 2}" for i in range(len(y))]
+    xv = blobs(10, 1)[0]
+    settings = settings_for("logistic", SETTINGS["logistic"])
+    first, second = (Classifier(settings, CLASSES, threads=2).fit(x, y, groups) for _ in range(2))
+    assert first.info["inner_accuracy"] == second.info["inner_accuracy"]
+    np.testing.assert_array_equal(first.predict_proba(xv), second.predict_proba(xv))
+    description = json.loads(json.dumps(first.describe()))  # as model.json holds it: the grid becomes a list
+    again = Classifier.load(first.save(tmp_path / "clf"), description)
+    assert again.settings == first.settings
+    np.testing.assert_array_equal(again.predict_proba(xv), first.predict_proba(xv))
+
+
+@pytest.mark.parametrize("n_groups, inner_folds", [(2, 2), (1, 0)])
+def test_logistic_with_few_groups_uses_fewer_folds_or_the_middle_C(n_groups, inner_folds):
+    x, y = blobs(30, 0)
+    groups = [f"g{i % n_groups}" for i in range(len(y))]  # every group holds every class
+    model = logistic(C_grid=[10.0, 0.01, 1.0, 0.1]).fit(x, y, groups)
+    assert model.info["inner_folds"] == inner_folds
+    if inner_folds:
+        assert "C_fallback" not in model.info and len(model.info["inner_accuracy"]) == 4
+    else:  # the lower middle of the sorted grid, and why
+        assert model.info["C"] == 0.1 and "inner_accuracy" not in model.info
+        assert model.info["C_fallback"] == "1 training group(s), too few for 2 inner folds: the middle of C_grid"
+
+
+def test_logistic_takes_the_middle_C_when_an_inner_fit_would_see_one_class():
+    x, y = blobs(30, 0)
+    keep = [i for i, c in enumerate(y) if c != "Ma"]
+    groups = [f"g{i // 10}" if y[i] == "Cl" else "Fi" for i in keep]  # Cl: 3 groups, Fi: 1
+    model = Classifier(settings_for("logistic", SETTINGS["logistic"]), CLASSES[:2])
+    model.fit(x[keep], [y[i] for i in keep], groups)
+    assert model.info["inner_folds"] == 3 and model.info["C"] == 0.01
+    assert model.info["C_fallback"] == "an inner training part holds a single class: the middle of C_grid"
 
 
 def test_prediction_rows_and_metrics():

@@ -1,5 +1,6 @@
 """The config means what it says: schema defaults are the paper's method, and experiments don't inherit the demo."""
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -100,7 +101,7 @@ def test_unknown_key_is_named_in_one_line():
     problems = schema_problems(config, yaml.safe_load(Path(SCHEMA).read_text()))
     assert problems == [
         "top level: unknown key 'colour'; known keys: adaboost, balance, baseline, classifiers, custom_schemes, cv, "
-        "data, demo, device, dictionary, hypercolumns, k, k_values, model, predict, random_forest, report, "
+        "data, demo, device, dictionary, hypercolumns, k, k_values, logistic, model, predict, random_forest, report, "
         "schemes, vlad, weights, weights_cache, xgboost",
         "hypercolumns: unknown key 'densty'; known keys: batch_size, density, image_size, resize, seed, shards, taps"]
 
@@ -139,9 +140,12 @@ def test_library_defaults_and_names_agree_with_the_schema():
     defaults = with_defaults({"data": {"dir": "x"}})
     for name in NAMES:
         section = "baseline" if name == "linear_softmax" else name
-        assert asdict(settings_for(name)) == defaults[section], name
+        # As JSON (model.json) and YAML hold them: a tuple of the library is a list there.
+        assert json.loads(json.dumps(asdict(settings_for(name)))) == defaults[section], name
+        assert settings_for(name, defaults[section]) == settings_for(name), name
     schema = yaml.safe_load(Path(SCHEMA).read_text())["properties"]
     assert schema["classifiers"]["items"]["enum"] == [n for n in NAMES if n != "linear_softmax"]
+    assert all("description" in spec for spec in schema["logistic"]["properties"].values())
     assert schema["model"]["properties"]["classifier"]["enum"] == schema["classifiers"]["items"]["enum"]
     assert make_extraction(defaults["hypercolumns"], defaults["hypercolumns"]["batch_size"]) == ExtractionSettings()
     assert make_dictionary(50, defaults["dictionary"], defaults["vlad"]).describe() == VisualDictionary(50).describe()

@@ -1,4 +1,5 @@
-"""Classifiers of image representations: gradient boosting, random forest, AdaBoost and linear softmax.
+"""Classifiers of image representations: gradient boosting, random forest, AdaBoost, linear softmax and
+logistic regression with its C chosen by an inner grouped cross-validation.
 
 One class, :class:`Classifier`, wraps each of them with the same small interface (``fit`` /
 ``predict_proba`` / ``save`` / ``load``) and explicit settings. Cross-validation, the final model and
@@ -63,9 +64,22 @@ class LinearSoftmaxSettings:
     max_iter: int = 2000
 
 
+@dataclass(frozen=True)
+class LogisticSettings:
+    # Candidate inverse regularisation strengths; an inner grouped CV on the training rows picks one.
+    C_grid: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0)
+    inner_folds: int = 3
+    max_iter: int = 2000
+    seed: int = 0  # shuffles the groups into inner folds
+
+    def __post_init__(self):
+        # A config or model.json gives a list: as a tuple, settings compare equal however they were made.
+        object.__setattr__(self, "C_grid", tuple(self.C_grid))
+
+
 # Every classifier the workflow knows, by the name configs, rules and model bundles use.
 SETTINGS = {"xgboost": XGBoostSettings, "random_forest": RandomForestSettings, "adaboost": AdaBoostSettings,
-            "linear_softmax": LinearSoftmaxSettings}
+            "linear_softmax": LinearSoftmaxSettings, "logistic": LogisticSettings}
 NAMES = tuple(SETTINGS)
 
 
@@ -127,11 +141,28 @@ def _screen_columns(x, y, rows, fraction) -> np.ndarray:
     return np.sort(np.argsort(-np.nan_to_num(f, nan=-1.0), kind="stable")[:keep])
 
 
+def inner_splitter(y, groups, n_folds, seed):
+    """Inner folds over training rows that never split a group, or None when there are fewer than 2 groups.
+
+    Fewer folds than `n_folds` (but at least 2) when there are fewer groups. Stratified by class when
+    some class has a group for every fold; otherwise (a few groups per class) plain GroupKFold.
+    """
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+    n_folds = min(n_folds, len(np.unique(groups)))
+    if n_folds < 2:
+        return None
+    most_groups_of_a_class = max(len(np.unique(groups[y == c])) for c in np.unique(y))
+    kind = StratifiedGroupKFold if most_groups_of_a_class >= n_folds else GroupKFold
+    return kind(n_folds, shuffle=True, random_state=seed)
+
+
 class Classifier:
     """One classifier (`settings` says which) over fixed `classes`; predict_proba columns follow `classes`.
 
     After fit, `info` holds what a report or the leakage check needs: fit seconds, the training
-    ids' groups used for early stopping, the best iteration and the device.
+    ids' groups used for early stopping, the best iteration and the device; for `logistic`, the
+    chosen C, the inner accuracy of each C and the inner folds used.
     """
 
     def __init__(self, settings, classes: list[str], device: str = "cpu", threads: int = 1):
@@ -208,6 +239,40 @@ class Classifier:
 
         s = self.settings
         return make_pipeline(StandardScaler(), LogisticRegression(C=s.C, max_iter=s.max_iter)).fit(x, y)
+
+    def _fit_logistic(self, x, y, groups):
+        """Standardisation + multinomial logistic regression; C by grouped CV inside these (training) rows."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import GridSearchCV
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        s = self.settings
+        pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=s.max_iter))
+        splitter = inner_splitter(y, groups, s.inner_folds, s.seed)
+        splits = list(splitter.split(x, y, groups)) if splitter else []
+        self.info["inner_folds"] = len(splits)
+        if splitter is None:
+            fallback = f"{len(np.unique(groups))} training group(s), too few for 2 inner folds"
+        elif any(len(np.unique(y[train])) < 2 for train, _ in splits):
+            fallback = "an inner training part holds a single class"
+        else:
+            fallback = None
+        if fallback:
+            # Nothing to choose C on: the middle of the grid (of an even one, the lower, more regularised).
+            C = sorted(s.C_grid)[(len(s.C_grid) - 1) // 2]
+            self.info["C_fallback"] = f"{fallback}: the middle of C_grid"
+        else:
+            self.info["inner_splitter"] = type(splitter).__name__
+            search = GridSearchCV(pipeline, {"logisticregression__C": list(s.C_grid)}, scoring="accuracy",
+                                  cv=splits, refit=False, n_jobs=self.threads).fit(x, y)
+            tried = [p["logisticregression__C"] for p in search.cv_results_["params"]]
+            accuracy = search.cv_results_["mean_test_score"]
+            self.info["inner_accuracy"] = {f"{c:g}": float(a) for c, a in zip(tried, accuracy)}
+            # Ties go to the smallest C: the strongest regularisation that does as well.
+            C = min(c for c, a in zip(tried, accuracy) if np.isclose(a, accuracy.max()))
+        self.info["C"] = float(C)
+        return pipeline.set_params(logisticregression__C=C).fit(x, y)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """(N, len(classes)) probabilities; a class absent from training gets probability 0 (XGBoost: near 0)."""

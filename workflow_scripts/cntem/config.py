@@ -88,7 +88,7 @@ def make_dictionary(k: int, dictionary: dict, pca: dict, device: str = "auto"):
 
 
 def make_classifier(name: str, section: dict, classes: list[str], device: str = "cpu", threads: int = 1):
-    """A Classifier `name` (xgboost, random_forest, adaboost, linear_softmax) from its config section."""
+    """A Classifier `name` (xgboost, random_forest, adaboost, linear_softmax, logistic) from its config section."""
     from .classify import Classifier, settings_for
 
     return Classifier(settings_for(name, section), classes, device, threads)
