@@ -17,7 +17,8 @@ import torch
 
 from cntem.backbone import load_weights
 from cntem.features import ExtractionSettings
-from cntem.hypercolumns import HypercolumnNet, net_input, sample_coordinates, sample_feature_maps
+from cntem.hypercolumns import HypercolumnNet, net_input, sample_coordinates
+from cntem.maps import sample_feature_maps
 from cntem.vlad import vlad
 
 

@@ -5,9 +5,11 @@ import torch
 import torch.nn.functional as F
 
 from cntem import hypercolumns as hc
+from cntem.dictionary import VisualDictionary
 from cntem.features import ExtractionSettings
-from cntem.hypercolumns import (HypercolumnNet, extract_shard, net_input, prepare_image, sample_coordinates,
-                                sample_feature_maps, stored_taps)
+from cntem.hypercolumns import HypercolumnNet, extract_shard, net_input, prepare_image, sample_coordinates, stored_taps
+from cntem.maps import sample_feature_maps
+from cntem.vlad import VladEncoder, vlad
 from cntem.shards import (SHARD_FORMAT, HypercolumnStore, StaleShardError, assemble_hypercolumns, assign_shard,
                           check_disk, shard_bytes, shard_count, shard_manifest)
 
@@ -111,6 +113,16 @@ def test_compact_shards_hold_the_papers_hypercolumns_in_under_a_third_of_the_byt
             part = np.empty((3, paper.n_features), np.float16)
             store.read_hypercolumns_into(e["id"], 0, part, rows=picked)
             np.testing.assert_array_equal(part.astype(np.float32), got[picked])
+        # VLAD straight from the stored maps, as every encoding job computes it, against VLAD of the
+        # assembled hypercolumns: the same distances, so (up to float32 near-ties) the same vectors.
+        dense = np.stack([store.hypercolumns(e["id"], 0).astype(np.float32) for e in entries])
+        dictionary = VisualDictionary(8, device="cpu")
+        dictionary.centroids_ = dense[0, :4800:600].copy()
+        ids = [(e["id"], 0) for e in entries]
+        got = VladEncoder(dictionary, batch_size=2).transform_store(store, ids)
+        expected = vlad(torch.from_numpy(dense), torch.from_numpy(dictionary.centroids_)).numpy()
+        assert got.shape == expected.shape == (3, 8 * 1472)
+        assert np.all(np.sum(got * expected, 1) > 0.9999)
 
 
 def test_shards_of_the_old_format_are_refused_with_the_fix(tmp_path):

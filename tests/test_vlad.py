@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 
@@ -37,8 +39,13 @@ def test_batch_equals_one_by_one():
 
 
 class FakeStore:
+    """Entries of dense hypercolumns, stored as one tap of columns (as a shard stores its shallow taps)."""
+
     def __init__(self, data):
         self.data = data
+        pixels = self.entry_shape[0]
+        self.settings = SimpleNamespace(n_pixels=pixels, image_size=int(np.ceil(np.sqrt(pixels))))
+        self.tap_shapes = [self.entry_shape]
 
     @property
     def entry_shape(self):
@@ -47,6 +54,10 @@ class FakeStore:
     def read_hypercolumns_into(self, image_id, rotation, out, rows=None):
         values = self.data[(image_id, rotation)]
         out[...] = values if rows is None else values[rows]
+
+    def read_taps_into(self, image_id, rotation, taps_out, coords_out):
+        taps_out[0][...] = self.data[(image_id, rotation)]
+        coords_out[...] = 0
 
 
 def test_kmeans_pca_encode_and_storage(tmp_path):
@@ -116,3 +127,66 @@ def test_the_dictionary_sample_reads_only_the_entries_it_needs():
     assert np.bincount(sample[:, 0].astype(int))[sorted(read)].tolist() == [25] * 40
     again = CountingStore(data)
     np.testing.assert_array_equal(sample_vectors(again, list(data), 1000, seed=3), sample)
+    # A K-means that uses 200 of the 1,000 vectors gets them from the same 40 entries, 5 each.
+    fewer = CountingStore(data)
+    kept = sample_vectors(fewer, list(data), 1000, seed=3, keep=200)
+    assert kept.shape == (200, 3) and fewer.read == store.read
+    assert np.bincount(kept[:, 0].astype(int))[sorted(read)].tolist() == [5] * 40
+
+
+def test_the_dictionary_assembles_only_the_vectors_kmeans_uses():
+    """Without a PCA, FAISS trains on at most K x max_points_per_centroid vectors; a PCA uses the whole sample."""
+    assert VisualDictionary(50, sample_size=200000, max_points_per_centroid=256).vectors_used() == 12800
+    assert VisualDictionary(50, sample_size=5000, max_points_per_centroid=256).vectors_used() == 5000
+    assert VisualDictionary(50, sample_size=200000, pca_dim=64).vectors_used() == 200000
+    rng = np.random.default_rng(1)
+    data = {(f"im{i:02d}", 0): rng.normal(size=(100, 4)).astype(np.float16) for i in range(40)}
+    dictionary = VisualDictionary(3, sample_size=2000, max_points_per_centroid=50, niter=5, device="cpu")
+    dictionary.fit(FakeStore(data), list(data))
+    assert dictionary.n_vectors_ == 150
+
+
+def stored_batch(rng, b=3, size=32, pixels=60):
+    """Random stored taps of `b` entries: one tap of columns and two maps (16 x 16 and 4 x 4), with the
+    hypercolumns a shard reader assembles from them."""
+    from cntem.hypercolumns import sample_coordinates
+    from cntem.shards import assemble_hypercolumns
+
+    coords = np.stack([sample_coordinates(0, f"im{i}", 0, size, pixels) for i in range(b)])
+    taps = [rng.normal(size=(b, pixels, 3)), rng.normal(size=(b, 16, 16, 5)), rng.normal(size=(b, 4, 4, 2))]
+    taps = [t.astype(np.float32) for t in taps]
+    dense = np.empty((b, pixels, 10), np.float32)
+    for i in range(b):
+        assemble_hypercolumns([t[i] for t in taps], coords[i], size, dense[i])
+    return [torch.from_numpy(t) for t in taps], coords, torch.from_numpy(dense)
+
+
+def test_stored_taps_act_as_their_assembled_hypercolumns():
+    """Products with a matrix and sums over pixel groups, computed on the maps, equal the assembled columns'."""
+    from cntem.maps import StoredTaps
+
+    rng = np.random.default_rng(5)
+    taps, coords, dense = stored_batch(rng)
+    stored = StoredTaps(taps, coords, 32)
+    matrix = torch.from_numpy(rng.normal(size=(10, 7)).astype(np.float32))
+    torch.testing.assert_close(stored.at_pixels(stored.split(matrix)), dense @ matrix, atol=1e-4, rtol=1e-4)
+    groups = torch.from_numpy(rng.integers(0, 4, size=dense.shape[:2]))
+    expected = torch.stack([torch.stack([dense[b][groups[b] == g].sum(0) for g in range(4)]) for b in range(3)])
+    torch.testing.assert_close(stored.sum_over(groups, 4), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_vlad_from_stored_taps_equals_vlad_of_the_hypercolumns():
+    """Full width and with a whitened PCA: the encoder on maps gives the VLAD of the assembled hypercolumns."""
+    from cntem.maps import StoredTaps
+
+    rng = np.random.default_rng(6)
+    taps, coords, dense = stored_batch(rng)
+    sample = dense.reshape(-1, 10).numpy()
+    for pca_dim in (None, 4):
+        dictionary = VisualDictionary(6, niter=10, seed=1, pca_dim=pca_dim, pca_whiten=True, device="cpu")
+        dictionary.fit_vectors(sample)
+        got = VladEncoder(dictionary, power_norm=True).transform_taps(StoredTaps(taps, coords, 32))
+        x = torch.from_numpy(dictionary.project(dense.numpy()).astype(np.float32))
+        expected = vlad(x, torch.from_numpy(dictionary.centroids_), power_norm=True)
+        assert got.shape == (3, 6 * (pca_dim or 10))
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)

@@ -21,14 +21,16 @@ def faiss_gpu_count() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
-def sample_vectors(store, entries, sample_size: int, seed: int, entry_share: float = 0.25,
+def sample_vectors(store, entries, sample_size: int, seed: int, entry_share: float = 0.25, keep: int | None = None,
                    progress: bool = False) -> np.ndarray:
-    """A seeded random sample of `sample_size` hypercolumn vectors from `entries` ((id, rotation) pairs).
+    """A seeded random sample of hypercolumn vectors from `entries` ((id, rotation) pairs).
 
-    Entries are drawn at random, each giving `entry_share` of its sampled pixels (more when there
-    are too few entries to fill the sample), so that only ~ sample_size / (entry_share * pixels)
-    entries are read: an entry's deep taps are stored as whole maps, and reading every entry for a
-    few pixels each would read the whole store (at the paper's scale, 160 of ~6,000 entries).
+    Entries are drawn at random as for `sample_size` vectors, each giving `entry_share` of its sampled
+    pixels (more when there are too few entries to fill the sample), so that only ~ sample_size /
+    (entry_share * pixels) entries are read: an entry's deep taps are stored as whole maps, and reading
+    every entry for a few pixels each would read the whole store (at the paper's scale, 160 of ~6,000
+    entries). Of those vectors only `keep` (default: all), drawn evenly from the same entries, are
+    assembled and returned: a K-means that uses fewer vectors than `sample_size` still sees as many images.
     """
     from tqdm import tqdm
 
@@ -36,13 +38,15 @@ def sample_vectors(store, entries, sample_size: int, seed: int, entry_share: flo
     pixels, features = store.entry_shape
     per_entry = min(pixels, max(-(-sample_size // len(entries)), int(np.ceil(entry_share * pixels))))
     chosen = np.sort(rng.choice(len(entries), size=min(len(entries), -(-sample_size // per_entry)), replace=False))
+    keep = min(keep or sample_size, sample_size)
+    per_entry = min(per_entry, -(-keep // len(chosen)))
     sample = np.empty((len(chosen) * per_entry, features), np.float32)
     for n, i in enumerate(tqdm(chosen, desc="sampling hypercolumns", unit="img", disable=not progress)):
         image_id, rotation = entries[i]
         rows = np.sort(rng.choice(pixels, size=per_entry, replace=False))
         store.read_hypercolumns_into(image_id, rotation, sample[n * per_entry:(n + 1) * per_entry], rows=rows)
-    if len(sample) > sample_size:
-        sample = sample[np.sort(rng.choice(len(sample), size=sample_size, replace=False))]
+    if len(sample) > keep:
+        sample = sample[np.sort(rng.choice(len(sample), size=keep, replace=False))]
     return np.ascontiguousarray(sample)
 
 
@@ -96,9 +100,15 @@ class VisualDictionary:
 
     def fit(self, store, entries, progress: bool = False) -> "VisualDictionary":
         """Fit on the hypercolumns of `entries` ((id, rotation) pairs) read from a HypercolumnStore."""
-        sample = sample_vectors(store, entries, self.sample_size, self.seed, progress=progress)
+        sample = sample_vectors(store, entries, self.sample_size, self.seed, keep=self.vectors_used(),
+                                progress=progress)
         self.fit_ids_ = sorted({image_id for image_id, _ in entries})
         return self.fit_vectors(sample)
+
+    def vectors_used(self) -> int:
+        """How many of the `sample_size` sampled vectors the fit uses: a PCA all of them, FAISS K-means at
+        most K x max_points_per_centroid (it would subsample any more), so only those are assembled."""
+        return self.sample_size if self.pca_dim else min(self.sample_size, self.k * self.max_points_per_centroid)
 
     def fit_vectors(self, sample: np.ndarray) -> "VisualDictionary":
         """Fit on an (n, D) float32 sample of hypercolumn vectors."""

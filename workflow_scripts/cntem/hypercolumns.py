@@ -22,13 +22,13 @@ from typing import NamedTuple
 import h5py
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from . import ActionableError, __version__
 from .backbone import Weights, build_vgg16, cpu_has_bf16
 from .features import CONV_CHANNELS, CONV_INDEX, POOL5_INDEX, ExtractionSettings
 from .io import read_grey
+from .maps import sample_feature_maps
 from .shards import SHARD_FORMAT
 
 log = logging.getLogger(__name__)
@@ -68,27 +68,6 @@ def sample_coordinates(seed: int, image_id: str, rotation: int, size: int, n_pix
 
 
 # ----------------------------------------------------------------------------- network
-def sample_feature_maps(fmap: torch.Tensor, coords: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear values of (B, C, h, w) maps at (B, P, 2) input-pixel (row, col) coords -> (B, P, C).
-
-    A pixel centre maps to the normalised coordinate grid_sample uses with align_corners=False,
-    and border padding reproduces interpolate()'s clamping at the edges, so this equals
-    upsampling the map to size x size (bilinear, align_corners=False) and indexing it. A map at
-    full resolution needs no interpolation: its values are gathered directly.
-    """
-    b, c, h, w = fmap.shape
-    rc = coords.to(device=fmap.device)
-    if h == size and w == size:
-        rows = fmap.permute(0, 2, 3, 1).reshape(b * h * w, c)  # a view when fmap is channels_last
-        flat = (torch.arange(b, device=fmap.device) * (h * w)).unsqueeze(1) + rc[..., 0].long() * w + rc[..., 1].long()
-        return rows.index_select(0, flat.reshape(-1)).to(torch.float32).view(b, -1, c)
-    rc = rc.to(torch.float32)
-    grid = torch.stack([(rc[..., 1] + 0.5) / size * 2 - 1, (rc[..., 0] + 0.5) / size * 2 - 1], -1)
-    out = F.grid_sample(fmap.to(torch.float32), grid.unsqueeze(1), mode="bilinear",
-                        padding_mode="border", align_corners=False)
-    return out[:, :, 0, :].transpose(1, 2)
-
-
 def stored_taps(maps, coords: torch.Tensor, settings: ExtractionSettings) -> list[torch.Tensor]:
     """What a shard keeps of each tap, in float16: the whole map (B, side, side, C) where that holds
     fewer values than the columns at the sampled pixels (B, P, C), else those columns."""

@@ -111,7 +111,7 @@ class Model:
         file cannot be decoded go to `on_unreadable(index, reason)` and are left out of the rows.
         """
         from .hypercolumns import HypercolumnNet, iter_hypercolumns
-        from .shards import assemble_hypercolumns
+        from .vlad import StoredTaps
 
         self.check_compatible(weights)
         weights = self.with_training_input(weights)
@@ -121,13 +121,11 @@ class Model:
         parts = []
         for taps, coords, _ in iter_hypercolumns(entries, net, weights, settings, device, workers=0,
                                                  on_unreadable=on_unreadable, on_note=on_note):
-            # Through what a shard stores, assembled as a shard reader does: the same values as in training.
-            cols = np.empty((len(coords), settings.n_pixels, settings.n_features), np.float32)
-            for i in range(len(coords)):
-                assemble_hypercolumns([t[i] for t in taps], coords[i], settings.image_size, cols[i])
-            parts.append(self.encoder.transform(torch.from_numpy(cols).to(device)).cpu().numpy())
+            # What a shard stores (float16), encoded as a shard's entries are: the same values as in training.
+            batch = StoredTaps([torch.from_numpy(t).to(device).float() for t in taps], coords, settings.image_size)
+            parts.append(self.encoder.transform_taps(batch).cpu().numpy())
             if on_batch:
-                on_batch(len(cols))
+                on_batch(len(coords))
         return np.concatenate(parts) if parts else np.empty((0, self.encoder.dim), np.float32)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:

@@ -96,24 +96,31 @@ class StaleShardError(ActionableError, ValueError):
     """A shard written by another version of the format."""
 
 
-def bilinear_matrix(coords: np.ndarray, side: int, size: int):
-    """Sparse (P, side * side) matrix taking a side x side map's values to the (row, col) input pixels `coords`.
+def bilinear_corners(coords: np.ndarray, side: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The four cells of a side x side map that each (row, col) input pixel mixes, and their weights.
 
-    Equal to upsampling the map to size x size (bilinear, align_corners=False, edges clamped, as
-    torch's interpolate) and reading the pixels: each pixel mixes its four nearest map cells.
+    `coords` (..., 2) are pixels of a size x size input; returns flat cell indices (..., 4) int64 and
+    weights (..., 4) float32. Mixing a map's cells so equals upsampling it to size x size (bilinear,
+    align_corners=False, edges clamped, as torch's interpolate) and reading the pixels.
     """
-    from scipy.sparse import csr_matrix
-
     def axis(pixels):
         source = np.clip((pixels.astype(np.float64) + 0.5) * (side / size) - 0.5, 0, side - 1)
         low = np.floor(source).astype(np.int64)
         return low, np.minimum(low + 1, side - 1), source - low
 
-    (r0, r1, wr), (c0, c1, wc) = axis(coords[:, 0]), axis(coords[:, 1])
-    cells = np.stack([r0 * side + c0, r0 * side + c1, r1 * side + c0, r1 * side + c1], 1)
-    weights = np.stack([(1 - wr) * (1 - wc), (1 - wr) * wc, wr * (1 - wc), wr * wc], 1)
+    (r0, r1, wr), (c0, c1, wc) = axis(coords[..., 0]), axis(coords[..., 1])
+    cells = np.stack([r0 * side + c0, r0 * side + c1, r1 * side + c0, r1 * side + c1], -1)
+    weights = np.stack([(1 - wr) * (1 - wc), (1 - wr) * wc, wr * (1 - wc), wr * wc], -1)
+    return cells, weights.astype(np.float32)
+
+
+def bilinear_matrix(coords: np.ndarray, side: int, size: int):
+    """Sparse (P, side * side) matrix taking a side x side map's values to the (row, col) input pixels `coords`."""
+    from scipy.sparse import csr_matrix
+
+    cells, weights = bilinear_corners(coords, side, size)
     rows = np.repeat(np.arange(len(coords)), 4)
-    return csr_matrix((weights.ravel().astype(np.float32), (rows, cells.ravel())), shape=(len(coords), side * side))
+    return csr_matrix((weights.ravel(), (rows, cells.ravel())), shape=(len(coords), side * side))
 
 
 def assemble_hypercolumns(taps: list[np.ndarray], coords: np.ndarray, size: int, out: np.ndarray) -> None:
@@ -198,6 +205,26 @@ class HypercolumnStore:
             self.bytes_read += buffer.nbytes
             taps.append(buffer if rows is None or buffer.ndim == 3 else buffer[rows])
         assemble_hypercolumns(taps, coords if rows is None else coords[rows], self.settings.image_size, out)
+
+    @property
+    def tap_shapes(self) -> list[tuple[int, ...]]:
+        """Per tap, the shape one entry stores: (P, C) columns or a (side, side, C) map."""
+        h5 = self._file(0)
+        return [h5[f"taps/{t}"].shape[1:] for t in self.taps]
+
+    def read_taps_into(self, image_id: str, rotation: int, taps_out: list[np.ndarray], coords_out: np.ndarray) -> None:
+        """An entry's stored taps and pixel coordinates, as extraction wrote them, into the caller's buffers.
+
+        Nothing is interpolated: an encoder that is linear in the hypercolumns works on the maps
+        themselves (VladEncoder.transform_taps), which is cheaper than assembling every column.
+        """
+        s, row = self.locate(image_id, rotation)
+        h5 = self._file(s)
+        h5["coords"].read_direct(coords_out, source_sel=np.s_[row])
+        for name, buffer in zip(self.taps, taps_out):
+            h5[f"taps/{name}"].read_direct(buffer, source_sel=np.s_[row])
+            self.bytes_read += buffer.nbytes
+        self.bytes_read += coords_out.nbytes
 
     def hypercolumns(self, image_id: str, rotation: int = 0) -> np.ndarray:
         """An entry's (P, D) float16 hypercolumns, in a new array."""

@@ -14,19 +14,27 @@ import h5py
 import numpy as np
 import torch
 
+from .maps import StoredTaps
+
 
 def vlad(x: torch.Tensor, centroids: torch.Tensor, power_norm: bool = False) -> torch.Tensor:
     """(B, P, D) descriptors, (K, D) centroids -> (B, K * D) VLAD vectors."""
     b, _, d = x.shape
     k = centroids.shape[0]
     # Squared distances up to the per-vector constant |x|^2, which does not change the argmin.
-    scores = centroids.pow(2).sum(1) - 2 * (x @ centroids.T)  # (B, P, K)
-    assign = scores.argmin(-1)  # (B, P)
+    assign = (centroids.pow(2).sum(1) - 2 * (x @ centroids.T)).argmin(-1)  # (B, P)
     # Row (image b, centroid k) of the flattened sums receives every descriptor of b assigned to k.
     rows = (assign + k * torch.arange(b, device=x.device).unsqueeze(1)).reshape(-1)
     sums = torch.zeros(b * k, d, dtype=x.dtype, device=x.device).index_add_(0, rows, x.reshape(-1, d))
-    counts = torch.bincount(rows, minlength=b * k).to(x.dtype)
-    v = (sums - counts.unsqueeze(-1) * centroids.repeat(b, 1)).view(b, k, d)  # sum of residuals per centroid
+    return normalised_vlad(sums.view(b, k, d), assign, centroids, power_norm)
+
+
+def normalised_vlad(sums: torch.Tensor, assign: torch.Tensor, centroids: torch.Tensor, power_norm: bool) -> torch.Tensor:
+    """VLAD vectors (B, K * D) from the per-centroid descriptor sums (B, K, D) and the assignments (B, P)."""
+    b, k, d = sums.shape
+    rows = (assign + k * torch.arange(b, device=assign.device).unsqueeze(1)).reshape(-1)
+    counts = torch.bincount(rows, minlength=b * k).view(b, k).to(sums.dtype)
+    v = sums - counts.unsqueeze(-1) * centroids  # sum of residuals (x - c_k) per centroid
     if power_norm:
         v = v.sign() * v.abs().sqrt()
     v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # intra-normalisation
@@ -37,9 +45,11 @@ def vlad(x: torch.Tensor, centroids: torch.Tensor, power_norm: bool = False) -> 
 class VladEncoder:
     """An image representation: the VLAD vector of its hypercolumns over a fitted VisualDictionary.
 
-    ``fit`` fits the dictionary (on training entries only); ``transform`` encodes a batch of
-    hypercolumns; ``transform_store`` streams entries of a HypercolumnStore through ``transform``
-    with memory flat in their number.
+    ``fit`` fits the dictionary (on training entries only); ``transform_taps`` encodes a batch of
+    entries as a shard stores them (StoredTaps), without assembling their hypercolumns;
+    ``transform_store`` streams entries of a HypercolumnStore through it with memory flat in their
+    number. Extraction, cross-validation, the final model and prediction all encode through
+    ``transform_taps``.
     """
 
     name = "vlad"
@@ -64,18 +74,26 @@ class VladEncoder:
         self._tensors = None
         return self
 
-    def transform(self, hypercolumns: torch.Tensor) -> torch.Tensor:
-        """(B, P, D) float32 hypercolumns on `device` -> (B, K * d) VLAD vectors."""
+    def transform_taps(self, taps: StoredTaps) -> torch.Tensor:
+        """A batch of entries' stored taps (float32, on `device`) -> (B, K * d) VLAD vectors.
+
+        Equal to VLAD of the assembled hypercolumns (tested): with a PCA, each tap is projected at its
+        own resolution and interpolated after; at full width, distances to the centroids and the
+        per-centroid sums are computed on the maps.
+        """
         if self._tensors is None:
             d = self.dictionary
             as_tensor = lambda a: None if a is None else torch.from_numpy(a).to(self.device)  # noqa: E731
             self._tensors = (as_tensor(d.centroids_), as_tensor(d.pca_mean_), as_tensor(d.pca_components_))
         centroids, mean, rows = self._tensors
-        x = hypercolumns
         if rows is not None:
-            # (x - mean) R^T as x R^T - mean R^T: no centred copy of the batch, half the time on CPU.
-            x = x @ rows.T - mean @ rows.T
-        return vlad(x, centroids, self.power_norm)
+            # (x - mean) R^T as x R^T - mean R^T: the projection is linear in x, so it is applied to the maps.
+            x = taps.at_pixels(taps.split(rows.T)) - mean @ rows.T
+            return vlad(x, centroids, self.power_norm)
+        dots = taps.at_pixels(taps.split(centroids.T))  # (B, P, K)
+        # Squared distances up to the per-vector constant |x|^2, which does not change the argmin.
+        assign = (centroids.pow(2).sum(1) - 2 * dots).argmin(-1)
+        return normalised_vlad(taps.sum_over(assign, len(centroids)), assign, centroids, self.power_norm)
 
     def transform_store(self, store, entries, progress: bool = False, out=None):
         """VLAD vectors (N, K * d) float32 of (id, rotation) `entries` read from a HypercolumnStore.
@@ -87,17 +105,19 @@ class VladEncoder:
 
         if out is None:
             out = np.empty((len(entries), self.dim), np.float32)
-        # The batch buffer is allocated once (a fresh ~200 MB array per batch costs more in page faults
-        # than filling it), in float32: the store assembles the hypercolumns straight into it.
-        batch = np.empty((self.batch_size, *store.entry_shape), np.float32)
+        # Batch buffers are allocated once and filled straight from the shards.
+        taps = [np.empty((self.batch_size, *shape), np.float16) for shape in store.tap_shapes]
+        coords = np.empty((self.batch_size, store.settings.n_pixels, 2), np.int16)
         bar = tqdm(total=len(entries), desc="VLAD", unit="img", disable=not progress)
         for start in range(0, len(entries), self.batch_size):
             chunk = entries[start:start + self.batch_size]
             for row, (image_id, rotation) in enumerate(chunk):
-                store.read_hypercolumns_into(image_id, rotation, batch[row])
-            x = torch.from_numpy(batch[:len(chunk)]).to(self.device)
-            out[start:start + len(chunk)] = self.transform(x).cpu().numpy()
-            bar.update(len(chunk))
+                store.read_taps_into(image_id, rotation, [t[row] for t in taps], coords[row])
+            n = len(chunk)
+            batch = StoredTaps([torch.from_numpy(t[:n]).to(self.device).float() for t in taps], coords[:n],
+                               store.settings.image_size)
+            out[start:start + n] = self.transform_taps(batch).cpu().numpy()
+            bar.update(n)
         bar.close()
         return out
 
