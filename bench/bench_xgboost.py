@@ -24,7 +24,7 @@ from cntem.classify import Classifier, settings_for
 from cntem.evaluate import fit_and_predict_fold, summarize
 from cntem.io import read_table
 from cntem.schemes import ordered_classes
-from cntem.vlad import load_vlad
+from cntem.encoded import load_encoded
 
 # What each option changes in the schema's `xgboost` section.
 OPTIONS = {
@@ -63,7 +63,7 @@ def main():
     predictions, fits = {o: [] for o in options}, {o: [] for o in options}
     final_seconds = {}
     for fold, path in enumerate(fold_paths(args.results, args.scheme, args.balance, args.k)):
-        splits, _ = load_vlad(path)  # one fold in memory at a time
+        splits, _ = load_encoded(path)  # one fold in memory at a time
         train, val = splits["train"], splits["val"]
         classes = ordered_classes(train["y"] + val["y"])
         for option in options:

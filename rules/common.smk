@@ -10,7 +10,7 @@ from snakemake.utils import validate
 
 from cntem.classify import NAMES as CLASSIFIER_NAMES
 from cntem.config import config_digest, consistency_problems, schema_problems
-from cntem.schemes import resolve_scheme
+from cntem.schemes import class_tree, resolve_scheme, scheme_classes
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 
@@ -35,6 +35,8 @@ K_VALUES = sorted(set(config["k_values"]) | {K_MAIN})
 CLASSIFIERS = config["classifiers"]
 MODEL_SCHEME = config["model"]["scheme"] or SCHEMES[0]
 MAIN_STRATEGY = "rotate" if "rotate" in STRATEGIES else STRATEGIES[0]
+# Beyond the paper: the pooled hypercolumn cross-validated with every classifier (method "pooled").
+POOLED = config["representations"]["pooled"]
 try:
     CORES = workflow.cores
 except WorkflowError:  # --report, --lint and cluster runs may parse the workflow without --cores
@@ -53,7 +55,7 @@ wildcard_constraints:
     k=r"\d+",
     fold=r"\d+",
     classifier="|".join(CLASSIFIER_NAMES),
-    method=r"k\d+|baseline",
+    method=r"k\d+|baseline|pooled",
     shard=r"\d+",
 
 
@@ -113,27 +115,53 @@ def all_shards(wildcards=None):
 
 # ------------------------------------------------------------------------- runs
 def evaluation_runs():
-    """(scheme, balance, method, classifier) of every cross-validated run the figures need.
+    """(scheme, balance, method, classifier) of every cross-validated run the figures and the table need.
 
     Main runs (Fig. 8-11): every balance strategy with gradient boosting at K and the LS baseline.
     K study (ESI Fig. S1/S2): every classifier at every K, with the main balance strategy.
+    With representations.pooled: every classifier on the pooled hypercolumns, with the main balance strategy.
+    Every classifier but hierarchical on a scheme whose classes form no tree (scheme_classifiers).
     """
     runs = set()
     for s in SCHEMES:
         for b in STRATEGIES:
             runs |= {(s, b, f"k{K_MAIN}", "xgboost"), (s, b, "baseline", "linear_softmax")}
-        runs |= {(s, MAIN_STRATEGY, f"k{k}", c) for k in K_VALUES for c in CLASSIFIERS}
+        runs |= {(s, MAIN_STRATEGY, f"k{k}", c) for k, c in k_study_runs(s)}
+        if POOLED:
+            runs |= {(s, MAIN_STRATEGY, "pooled", c) for c in scheme_classifiers(s)}
     return sorted(runs)
+
+
+def scheme_classifiers(scheme):
+    """The classifiers of `classifiers` a scheme is cross-validated with: hierarchical only where its classes form a
+    tree (on 4class it would be its base classifier again)."""
+    has_tree = class_tree(scheme_classes(resolve_scheme(scheme, config["custom_schemes"]))) is not None
+    return [c for c in CLASSIFIERS if c != "hierarchical" or has_tree]
+
+
+def k_study_runs(scheme):
+    """(K, classifier) of a scheme's K study, with the main balance strategy."""
+    return [(k, c) for k in K_VALUES for c in scheme_classifiers(scheme)]
 
 
 def run_dir(scheme, balance, method):
     return f"results/{scheme}/{balance}/{method}"
 
 
+def is_vlad(method):
+    """Whether a run's method is VLAD of hypercolumns at some K ("k<K>"), which has a dictionary per fold."""
+    return method.startswith("k")
+
+
+# The tidy table's name of each method other than VLAD ("hcol", with its K in the k column).
+TIDY_METHODS = {"baseline": "baseline", "pooled": "pooled_hcol"}
+
+
 def run_descriptions(runs):
-    """The tidy table's columns of each run: which representation (hcol at K, or the baseline) and classifier."""
-    return [{"scheme": s, "balance": b, "classifier": c, "method": "baseline" if m == "baseline" else "hcol",
-             "k": "" if m == "baseline" else m[1:]} for s, b, m, c in runs]
+    """The tidy table's columns of each run: which representation (hcol: VLAD at K; pooled_hcol; the baseline)
+    and classifier."""
+    return [{"scheme": s, "balance": b, "classifier": c, "method": "hcol" if is_vlad(m) else TIDY_METHODS[m],
+             "k": m[1:] if is_vlad(m) else ""} for s, b, m, c in runs]
 
 
 def metrics_files(runs):
@@ -157,7 +185,21 @@ def evaluation_inputs(wildcards):
     return {"predictions": per_fold("predictions.tsv"), "fits": per_fold("fit.json"),
             "plan": f"results/{wildcards.scheme}/{wildcards.balance}/plan.tsv",
             "folds": f"results/{wildcards.scheme}/folds.tsv",
-            "dictionaries": [] if wildcards.method == "baseline" else [f"{run}/fold{f}/dictionary.h5" for f in FOLDS]}
+            "dictionaries": [f"{run}/fold{f}/dictionary.h5" for f in FOLDS] if is_vlad(wildcards.method) else []}
+
+
+def encoded_fold(wildcards):
+    """The file of one fold's entries in the run's representation: VLAD at K or the pooled hypercolumns."""
+    fold = f"{run_dir(wildcards.scheme, wildcards.balance, wildcards.method)}/fold{wildcards.fold}"
+    return f"{fold}/vlad.h5" if is_vlad(wildcards.method) else f"{fold}/pooled_hypercolumns.h5"
+
+
+def model_representation():
+    """What the final model's representation is made of (train_model's params: a change retrains it). A
+    model of pooled hypercolumns has no dictionary, so editing K or the VLAD settings leaves it as it is."""
+    if config["model"]["representation"] == "pooled":
+        return {"representation": "pooled"}
+    return {"representation": "vlad", "k": K_MAIN, "dictionary": config["dictionary"], "vlad": config["vlad"]}
 
 
 # ------------------------------------------------------------------------- targets

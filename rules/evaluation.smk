@@ -100,14 +100,14 @@ rule figure_tsne:
 rule figure_k_study:
     input:
         metrics=lambda wildcards: metrics_files(
-            [(wildcards.scheme, MAIN_STRATEGY, f"k{k}", c) for k in K_VALUES for c in CLASSIFIERS]),
+            [(wildcards.scheme, MAIN_STRATEGY, f"k{k}", c) for k, c in k_study_runs(wildcards.scheme)]),
     output:
         accuracy=report("results/figures/{scheme}/k_study.png", category="3. Figures", subcategory="{scheme}",
                         caption="../report/k_study.rst"),
         time=report("results/figures/{scheme}/fit_time.png", category="3. Figures", subcategory="{scheme}",
                     caption="../report/fit_time.rst"),
     params:
-        runs=[(k, c) for k in K_VALUES for c in CLASSIFIERS],
+        runs=lambda wildcards: k_study_runs(wildcards.scheme),
     log:
         "results/logs/figures/{scheme}/k_study.log",
     conda:

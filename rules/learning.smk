@@ -1,4 +1,5 @@
-"""Stage 3: per (scheme, balance, K, fold): dictionary, VLAD, classifiers; the VGG16 + LS baseline."""
+"""Stage 3: per (scheme, balance, K, fold): dictionary, VLAD, classifiers; per (scheme, balance, fold): the
+pooled hypercolumns and their classifiers, the VGG16 + LS baseline."""
 
 
 rule fit_dictionary:
@@ -45,22 +46,42 @@ rule encode_vlad:
         "../workflow_scripts/encode_vlad.py"
 
 
-rule train_classifier:
+rule gather_pooled_hypercolumns:
+    """One fold's entries as pooled hypercolumns, computed at extraction: what its classifiers read."""
     input:
-        vlad="results/{scheme}/{balance}/k{k}/fold{fold}/vlad.h5",
+        shards=all_shards,
+        plan="results/{scheme}/{balance}/plan.tsv",
+    output:
+        pooled="results/{scheme}/{balance}/pooled/fold{fold}/pooled_hypercolumns.h5",
+    benchmark:
+        "results/benchmarks/gather_pooled_hypercolumns/{scheme}-{balance}-fold{fold}.tsv"
+    log:
+        "results/logs/{scheme}/{balance}/pooled/fold{fold}/gather_pooled_hypercolumns.log",
+    conda:
+        "../envs/cntem.yaml"
+    script:
+        "../workflow_scripts/gather_pooled_hypercolumns.py"
+
+
+rule train_classifier:
+    """One classifier on one fold of a representation: VLAD at K (method k<K>) or the pooled hypercolumns."""
+    input:
+        encoded=encoded_fold,
         folds="results/{scheme}/folds.tsv",
     output:
-        predictions="results/{scheme}/{balance}/k{k}/fold{fold}/{classifier}/predictions.tsv",
-        fit="results/{scheme}/{balance}/k{k}/fold{fold}/{classifier}/fit.json",
+        predictions="results/{scheme}/{balance}/{method}/fold{fold}/{classifier}/predictions.tsv",
+        fit="results/{scheme}/{balance}/{method}/fold{fold}/{classifier}/fit.json",
+    wildcard_constraints:
+        method=r"k\d+|pooled",  # the baseline has its own rule
     params:
         settings=lambda wildcards: config[wildcards.classifier],
     threads: LEARNING_THREADS
     resources:
         gpu=lambda wildcards: int(wildcards.classifier == "xgboost"),
     benchmark:
-        "results/benchmarks/train_classifier/{scheme}-{balance}-k{k}-fold{fold}-{classifier}.tsv"
+        "results/benchmarks/train_classifier/{scheme}-{balance}-{method}-fold{fold}-{classifier}.tsv"
     log:
-        "results/logs/{scheme}/{balance}/k{k}/fold{fold}/{classifier}.log",
+        "results/logs/{scheme}/{balance}/{method}/fold{fold}/{classifier}.log",
     conda:
         "../envs/cntem.yaml"
     script:

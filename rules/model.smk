@@ -10,12 +10,9 @@ rule train_model:
         model="results/model/{scheme}/model.json",
     params:
         # Only what changes the model: editing predict.input or report.* must not retrain it.
-        k=K_MAIN,
+        representation=model_representation(),
         classifier=config["model"]["classifier"],
         classifier_settings=config[config["model"]["classifier"]],
-        dictionary=config["dictionary"],
-        pca={key: config["vlad"][key] for key in ("pca_dim", "pca_whiten")},
-        power_norm=config["vlad"]["power_norm"],
     threads: LEARNING_THREADS
     resources:
         gpu=1,

@@ -51,6 +51,8 @@ def test_niosh_config_is_the_papers_protocol_key_by_key(checkout):
     assert config["k"] == 50 and config["k_values"] == [10, 20, 50, 100, 200, 300]
     assert config["vlad"] == {"pca_dim": None, "pca_whiten": False, "power_norm": False}  # full 73,600-d VLAD
     assert config["model"]["classifier"] == "xgboost" and config["classifiers"][0] == "xgboost"
+    # VLAD against the baseline only, and a model of VLADs: no representation beyond the paper's
+    assert config["representations"] == {"pooled": False} and config["model"]["representation"] == "vlad"
     assert config["cv"]["folds"] == 5
     assert config["balance"] == {"strategies": ["none", "rotate"], "per_class": 600, "seed": 42}
     assert config["schemes"] == ["4class", "8class"] and config["weights"] == "keras-imagenet"
@@ -61,9 +63,12 @@ def test_niosh_config_is_the_papers_protocol_key_by_key(checkout):
 def test_schema_defaults_are_the_method_niosh_states():
     """niosh.yaml spells out the paper's method; a config that omits it gets the same from the schema."""
     niosh, defaults = with_defaults(load("niosh.yaml")), with_defaults({"data": {"dir": "x"}})
-    for key in ("cv", "dictionary", "vlad", "k", "k_values", "classifiers", "xgboost", "random_forest",
-                "adaboost", "baseline", "weights", "device"):
+    for key in ("cv", "dictionary", "vlad", "representations", "k", "k_values", "classifiers", "xgboost",
+                "random_forest", "adaboost", "baseline", "weights", "device"):
         assert defaults[key] == niosh[key], key
+    assert defaults["model"]["representation"] == niosh["model"]["representation"] == "vlad"
+    stated = load("niosh.yaml")
+    assert stated["representations"] == {"pooled": False} and stated["model"]["representation"] == "vlad"
     for key in ("taps", "density", "image_size", "resize", "seed"):
         assert defaults["hypercolumns"][key] == niosh["hypercolumns"][key], key
     stated = load("niosh.yaml")["xgboost"]  # every classifier setting written out, not inherited
@@ -101,8 +106,9 @@ def test_unknown_key_is_named_in_one_line():
     problems = schema_problems(config, yaml.safe_load(Path(SCHEMA).read_text()))
     assert problems == [
         "top level: unknown key 'colour'; known keys: adaboost, balance, baseline, classifiers, custom_schemes, cv, "
-        "data, demo, device, dictionary, hypercolumns, k, k_values, logistic, model, predict, random_forest, report, "
-        "schemes, vlad, weights, weights_cache, xgboost",
+        "data, demo, device, dictionary, hierarchical, hypercolumns, k, k_values, logistic, model, predict, "
+        "random_forest, report, "
+        "representations, schemes, vlad, weights, weights_cache, xgboost",
         "hypercolumns: unknown key 'densty'; known keys: batch_size, density, image_size, resize, seed, shards, taps"]
 
 
@@ -136,6 +142,7 @@ def test_library_defaults_and_names_agree_with_the_schema():
     from cntem.config import make_dictionary, make_extraction
     from cntem.dictionary import VisualDictionary
     from cntem.features import ExtractionSettings
+    from cntem.model import ENCODERS
 
     defaults = with_defaults({"data": {"dir": "x"}})
     for name in NAMES:
@@ -147,6 +154,8 @@ def test_library_defaults_and_names_agree_with_the_schema():
     assert schema["classifiers"]["items"]["enum"] == [n for n in NAMES if n != "linear_softmax"]
     assert all("description" in spec for spec in schema["logistic"]["properties"].values())
     assert schema["model"]["properties"]["classifier"]["enum"] == schema["classifiers"]["items"]["enum"]
+    assert schema["model"]["properties"]["representation"]["enum"] == list(ENCODERS)  # what model.json restores
+    assert all("description" in spec for spec in schema["representations"]["properties"].values())
     assert make_extraction(defaults["hypercolumns"], defaults["hypercolumns"]["batch_size"]) == ExtractionSettings()
     assert make_dictionary(50, defaults["dictionary"], defaults["vlad"]).describe() == VisualDictionary(50).describe()
     assert defaults["weights_cache"] == WEIGHTS_CACHE

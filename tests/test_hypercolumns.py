@@ -125,12 +125,41 @@ def test_compact_shards_hold_the_papers_hypercolumns_in_under_a_third_of_the_byt
         assert np.all(np.sum(got * expected, 1) > 0.9999)
 
 
-def test_shards_of_the_old_format_are_refused_with_the_fix(tmp_path):
+@pytest.mark.parametrize("version", [None, "cntem-shard-2"])  # the first format had no attribute
+def test_shards_of_an_older_format_are_refused_with_the_fix(tmp_path, version):
     old = tmp_path / "shard-000.h5"
     with h5py.File(old, "w") as h5:
         h5.create_dataset("hcol", data=np.zeros((1, 4, 8), np.float16))
+        if version:  # version 2: the layout of today's shards without the pooled hypercolumns
+            h5.attrs["format"] = version
     with pytest.raises(StaleShardError, match=r"older format.*rm .*shard-\*\.h5.*extract them again"):
         HypercolumnStore([old])
+
+
+def test_pooled_hypercolumns_are_the_mean_then_the_max_of_every_whole_map(entries, weights, tmp_path):
+    """Each shard entry's pooled hypercolumn is, tap by tap, the mean of its map over all positions, then
+    tap by tap the max: recomputed here from the network's maps in float64."""
+    shard = tmp_path / "shard.h5"
+    extract_shard(entries, shard, weights, SMALL, torch.device("cpu"), workers=0, progress=False)
+    net = HypercolumnNet(weights, SMALL.taps, torch.device("cpu"))
+    images = torch.stack([torch.from_numpy(prepare_image(hc.read_grey(e["path"]), 32, "squash", e["rotation"]).copy())
+                          for e in entries])
+    expected = []
+    for start in range(0, len(entries), SMALL.batch_size):  # the extraction's batches: the very same maps
+        with torch.inference_mode(), hc.autocast_for(torch.device("cpu")):
+            maps, _ = net(net_input(images[start:start + SMALL.batch_size], weights, torch.device("cpu")))
+        maps = [m.float().numpy().astype(np.float64) for m in maps]
+        expected.append(np.concatenate([m.mean((2, 3)) for m in maps] + [m.max((2, 3)) for m in maps], 1))
+    expected = np.concatenate(expected)
+    with HypercolumnStore([shard]) as store:
+        got = store.pooled_hypercolumns([(e["id"], e["rotation"]) for e in entries])
+        top = store.pooled([(e["id"], e["rotation"]) for e in entries])
+    assert got.shape == (8, 2 * 1472) and got.dtype == np.float32
+    assert top.shape == (8, 512) and not np.allclose(top, got[:, 960:1472])  # the baseline's, stored apart
+    np.testing.assert_allclose(got[:, :1472], expected[:, :1472], rtol=1e-5, atol=1e-7)  # means, in float32
+    np.testing.assert_array_equal(got[:, 1472:], expected[:, 1472:])  # maxima: values of the maps themselves
+    assert (got[:, 1472:] >= got[:, :1472]).all() and (got >= 0).all()  # after the ReLU
+    assert not np.array_equal(got[0], got[1])  # a rotated copy is another entry
 
 
 def test_rotation_is_applied_to_the_network_input():
@@ -156,6 +185,8 @@ def test_shard_contents_attributes_and_determinism(entries, weights, tmp_path):
             values = fa[f"taps/{tap}"][()]
             assert values.dtype == np.float16 and np.isfinite(values).all() and values.any()
             assert values.tobytes() == fb[f"taps/{tap}"][()].tobytes()  # same seed -> same bytes
+        assert fa["pooled_hypercolumns"].shape == (8, 2 * 1472) and fa["pooled"].shape == (8, 512)
+        assert fa["pooled_hypercolumns"][()].tobytes() == fb["pooled_hypercolumns"][()].tobytes()
         assert list(fa["rotations"][()]) == [0, 90] * 4
         assert fa.attrs["weights_sha256"] == weights.sha256 and fa.attrs["density"] == 0.1
         assert fa.attrs["weights_random"] == weights.is_random

@@ -19,12 +19,13 @@ import yaml
 from PIL import Image
 
 from cntem.backbone import load_weights
-from cntem.classify import Classifier, XGBoostSettings
+from cntem.classify import Classifier, LogisticSettings, XGBoostSettings
 from cntem.cli import main as cntem_main
 from cntem.dictionary import VisualDictionary
 from cntem.features import ExtractionSettings
 from cntem.hypercolumns import extract_shard
 from cntem.model import Model
+from cntem.pooled import PooledHypercolumnEncoder
 from cntem.predict import predict_images
 from cntem.shards import HypercolumnStore
 from cntem.synthetic import NIOSH_PREFIX, generate_dataset
@@ -155,6 +156,35 @@ def test_exit_codes(trained, cntem, tmp_path):
     assert code == 0 and read_csv(tmp_path / "p_unreadable.csv") == []
 
 
+def test_a_model_of_pooled_hypercolumns_round_trips_and_sees_what_the_shard_holds(trained, weights, tmp_path):
+    """Fitted on the shard's pooled hypercolumns, saved (no dictionary), loaded: its representation is restored,
+    and the pooled hypercolumns it computes from the image files are those extraction stored."""
+    model_dir, images = trained
+    files = sorted(images.glob("*.tif"))
+    pairs = [(f.name, 0) for f in files]
+    class_of_prefix = {NIOSH_PREFIX[c]: c for c in CLASSES}
+    y = [class_of_prefix[f.stem.rsplit("-", 1)[0]] for f in files]
+    taps = ExtractionSettings().taps
+    model = Model(PooledHypercolumnEncoder(taps), Classifier(LogisticSettings(C_grid=(0.1, 1.0), inner_folds=2),
+                                                             CLASSES))
+    with HypercolumnStore([model_dir.parent / "shard-000.h5"]) as store:
+        with pytest.raises(ValueError, match="taps"):
+            PooledHypercolumnEncoder(taps[:2]).fit(store, pairs)
+        model.fit(store, pairs, y, [f.name for f in files])
+        stored = store.pooled_hypercolumns(pairs)
+    model.save(tmp_path / "pooled" / "model.json")
+    assert sorted(p.name for p in (tmp_path / "pooled").iterdir()) == ["classifier.joblib", "model.json"]
+    loaded = Model.load(tmp_path / "pooled")
+    assert isinstance(loaded.encoder, PooledHypercolumnEncoder) and loaded.encoder.taps == taps
+    assert loaded.encoder.dim == stored.shape[1] == 2 * 1472 and loaded.extraction_ == model.extraction_
+    np.testing.assert_array_equal(loaded.predict_proba(stored), model.predict_proba(stored))
+    x = loaded.encode_images([{"id": f.name, "rotation": 0, "path": str(f)} for f in files], weights, CPU,
+                             batch_size=5)  # other batches than the extraction's 8
+    np.testing.assert_allclose(x, stored, rtol=1e-5, atol=0)
+    rows, _ = predict_images(loaded, files, weights, CPU)
+    assert [r["class"] for r in rows] == [CLASSES[i] for i in model.predict_proba(stored).argmax(1)]
+
+
 def test_help_documents_the_exit_codes(capsys):
     with pytest.raises(SystemExit):
         cntem_main(["predict", "--help"])
@@ -176,6 +206,10 @@ K_MAIN, MAIN_STRATEGY, LEARNING_THREADS, EXTRACTION = 4, "rotate", 1, {{}}
 
 def all_shards(wildcards):
     return []
+
+
+def model_representation():
+    return {{}}
 
 
 include: "{REPO}/rules/model.smk"

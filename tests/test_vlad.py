@@ -4,7 +4,8 @@ import numpy as np
 import torch
 
 from cntem.dictionary import VisualDictionary, fit_kmeans, sample_vectors
-from cntem.vlad import VladEncoder, load_vlad, vlad, write_vlad
+from cntem.encoded import load_encoded, write_encoded
+from cntem.vlad import VladEncoder, vlad
 
 
 def test_hand_computed_vlad():
@@ -97,8 +98,8 @@ def test_kmeans_pca_encode_and_storage(tmp_path):
     expected = vlad(((h - mean) @ rows.T)[None], torch.from_numpy(with_pca.centroids_))
     np.testing.assert_allclose(x_pca[5], expected[0].numpy(), atol=1e-4)  # float32: x R^T - m R^T vs (x - m) R^T
     rows = [{"id": i, "rotation": 0, "class": "ab"[n % 2]} for n, (i, _) in enumerate(data)]
-    write_vlad(tmp_path / "v.h5", VladEncoder(loaded, batch_size=4), store, {"train": rows[:4], "val": rows[4:]})
-    splits, meta = load_vlad(tmp_path / "v.h5")
+    write_encoded(tmp_path / "v.h5", VladEncoder(loaded, batch_size=4), store, {"train": rows[:4], "val": rows[4:]})
+    splits, meta = load_encoded(tmp_path / "v.h5")
     assert np.array_equal(np.concatenate([splits["train"]["X"], splits["val"]["X"]]), x)
     assert splits["train"]["y"] == ["a", "b"] * 2 and splits["val"]["ids"] == ["im4", "im5"] and meta["k"] == 4
 

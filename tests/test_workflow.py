@@ -13,6 +13,11 @@ import yaml
 from cntem.shards import assign_shard
 from cntem.model import Model, ModelMismatchError
 from cntem.backbone import load_weights
+from cntem.dictionary import VisualDictionary
+from cntem.features import ExtractionSettings
+from cntem.pooled import PooledHypercolumnEncoder
+from cntem.synthetic import NIOSH_PREFIX
+from cntem.vlad import VladEncoder
 
 from conftest import SHARED_WEIGHTS, write_image
 
@@ -20,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 WEIGHTS = str(SHARED_WEIGHTS) if SHARED_WEIGHTS.exists() else "random"
 
-TINY = {  # 3 classes x 8 images at 64 px, K in {4, 8}, 2 folds
+TINY = {  # 3 classes x 8 images at 64 px, K in {4, 8}, 2 folds, the pooled hypercolumns too
     "data": {"dir": "results/demo/images", "layout": "niosh", "labels_csv": "results/demo/labels.csv"},
     "demo": {"enabled": True, "seed": 3, "size_range": [64, 64], "counts": {"Cl": 8, "Fi": 8, "Ma": 8}},
     "schemes": ["tiny"],
@@ -31,6 +36,7 @@ TINY = {  # 3 classes x 8 images at 64 px, K in {4, 8}, 2 folds
     "hypercolumns": {"image_size": 64, "batch_size": 8, "shards": 4},
     "dictionary": {"sample_size": 2000, "niter": 5},
     "k": 8, "k_values": [4, 8],
+    "representations": {"pooled": True},
     "xgboost": {"n_estimators": 20}, "random_forest": {"n_estimators": 20}, "adaboost": {"n_estimators": 10},
     "model": {"scheme": "tiny"},
     "predict": {"input": "results/demo/images"},
@@ -68,14 +74,17 @@ def job_counts(log: str) -> dict[str, int]:
     return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table, re.M) if rule != "total"}
 
 
-def test_dry_run_shows_the_dag(tmp_path):
-    counts = job_counts(snakemake(tmp_path, TINY, "-n"))
+@pytest.mark.parametrize("pooled", [True, False])
+def test_dry_run_shows_the_dag(tmp_path, pooled):
+    counts = job_counts(snakemake(tmp_path, {**TINY, "representations": {"pooled": pooled}}, "-n"))
     # 2 balance strategies; runs: each strategy x (XGBoost at K = 8, baseline) + every classifier at K 4 and 8
-    # on the rotated set = 9; dictionaries: (none, 8), (rotate, 4), (rotate, 8) x 2 folds
+    # on the rotated set = 9, + every classifier on the pooled hypercolumns of the rotated set = 3 when on;
+    # dictionaries: (none, 8), (rotate, 4), (rotate, 8) x 2 folds
     assert counts["demo_dataset"] == counts["ingest"] == counts["hypercolumn_manifest"] == 1
-    assert counts["balance_plan"] == 2 and counts["evaluate"] == 9
+    assert counts["balance_plan"] == 2 and counts["evaluate"] == 9 + 3 * pooled
     assert counts["fit_dictionary"] == counts["encode_vlad"] == 6
-    assert counts["train_classifier"] == 14 and counts["train_baseline"] == 4
+    assert counts["train_classifier"] == 14 + 6 * pooled and counts["train_baseline"] == 4
+    assert counts.get("gather_pooled_hypercolumns", 0) == 2 * pooled  # one per fold
 
 
 def test_end_to_end_outputs(tiny_run):
@@ -84,11 +93,15 @@ def test_end_to_end_outputs(tiny_run):
     runs = {(r["balance"], r["method"], r["classifier"], r["k"]) for r in metrics}
     assert ("rotate", "hcol", "xgboost", "8") in runs and ("none", "baseline", "linear_softmax", "") in runs
     assert {("rotate", "hcol", c, k) for c in ("random_forest", "adaboost") for k in ("4", "8")} <= runs
+    pooled = {run for run in runs if run[1] == "pooled_hcol"}
+    assert pooled == {("rotate", "pooled_hcol", c, "") for c in ("xgboost", "random_forest", "adaboost")}
     accuracy = {(r["balance"], r["classifier"], r["k"]): float(r["mean"]) for r in metrics if r["metric"] == "accuracy"}
     assert all(r["n_folds"] == "2" for r in metrics)
     # three synthetic classes, 24 images of 64 px, 2 folds: every method above chance (1/3), on average clearly
     assert min(accuracy.values()) > 0.4 and np.mean(list(accuracy.values())) > 0.55
-    assert (results / "leakage_check.txt").read_text().startswith("no leakage in")
+    leakage = (results / "leakage_check.txt").read_text()
+    assert leakage.startswith("no leakage in 24 (run, fold) pairs")  # 12 runs x 2 folds, the pooled ones too
+    assert "ok  tiny/rotate/pooled/xgboost/fold1: 12 validation images unseen by classifier, early stopping" in leakage
     for fig in ["accuracy_grid", "confusion_matrices", "tsne", "k_study", "fit_time", "misclassified", "activations"]:
         assert (results / "figures" / "tiny" / f"{fig}.png").stat().st_size > 5000, fig
         assert (results / "figures" / "tiny" / f"{fig}.pdf").exists(), fig
@@ -193,37 +206,78 @@ def test_editing_predict_or_report_settings_retrains_nothing(tiny_run):
     assert "rule predict:" in plan and "rule figure_tsne:" in plan  # what those settings do change
 
 
-def test_prediction_path_agrees_with_cross_validation(tiny_run, weights):
-    """One method, one code path: a fold's dictionary and classifier, deployed as a model, give for the
-    fold's validation images (read from their files) the VLADs and probabilities cross-validation computed."""
+# Per representation: its fold file, its encoder as cross-validation's fold 0 has it, and how closely features
+# recomputed from the image files match: VLAD of float16 hypercolumns either way; the pooled hypercolumns,
+# reduced in float32 from the network's maps in both passes, to float32 round-off (identical on the
+# development machine; a CPU whose convolution algorithm depends on the batch size could differ in the last bit).
+REPRESENTATIONS = {
+    "k8": ("vlad.h5", lambda fold, store: VladEncoder(VisualDictionary.load(fold / "dictionary.h5")),
+           {"atol": 2e-3}),
+    "pooled": ("pooled_hypercolumns.h5", lambda fold, store: PooledHypercolumnEncoder(store.taps),
+               {"rtol": 1e-5, "atol": 0}),
+}
+
+
+@pytest.mark.parametrize("method", REPRESENTATIONS)
+def test_prediction_path_agrees_with_cross_validation(tiny_run, weights, method):
+    """One method, one code path: a fold's encoder (VLAD: its dictionary) and classifier, deployed as a model,
+    give for the fold's validation images (read from their files) the features and probabilities
+    cross-validation computed."""
     from cntem.config import make_classifier
-    from cntem.dictionary import VisualDictionary
+    from cntem.encoded import load_encoded
     from cntem.evaluate import fit_and_predict_fold
     from cntem.io import read_table
     from cntem.predict import predict_images
     from cntem.shards import HypercolumnStore
-    from cntem.vlad import VladEncoder, load_vlad
 
+    fold_file, fold_encoder, tolerance = REPRESENTATIONS[method]
     results = tiny_run / "results"
-    fold = results / "tiny" / "rotate" / "k8" / "fold0"
-    splits, _ = load_vlad(fold / "vlad.h5")
+    fold = results / "tiny" / "rotate" / method / "fold0"
+    splits, _ = load_encoded(fold / fold_file)
     effective = yaml.safe_load((results / "config.yaml").read_text())
     group_of = {r["id"]: r["group"] for r in read_table(results / "tiny" / "folds.tsv")}
     classifier = make_classifier("xgboost", effective["xgboost"], ["Cl", "Fi", "Ma"])
     rows, _ = fit_and_predict_fold(classifier, splits["train"], splits["val"], group_of, "0")
     assert rows == read_table(fold / "xgboost" / "predictions.tsv")  # the rule's fit, repeated exactly
     with HypercolumnStore(sorted((results / "hypercolumns").glob("shard-*.h5"))) as store:
-        model = Model.from_parts(VladEncoder(VisualDictionary.load(fold / "dictionary.h5")), classifier, store)
-    model.save(tiny_run / "fold0_model" / "model.json")
-    deployed = Model.load(tiny_run / "fold0_model")
+        model = Model.from_parts(fold_encoder(fold, store), classifier, store)
+        if method == "pooled":  # the fold file holds the shards' values, unchanged
+            val = [(i, int(r)) for i, r in zip(splits["val"]["ids"], splits["val"]["rotations"])]
+            np.testing.assert_array_equal(splits["val"]["X"], store.pooled_hypercolumns(val))
+    model.save(tiny_run / f"fold0_{method}_model" / "model.json")
+    deployed = Model.load(tiny_run / f"fold0_{method}_model")
+    assert deployed.encoder.describe() == model.encoder.describe()
     np.testing.assert_array_equal(deployed.predict_proba(splits["val"]["X"]),
                                   classifier.predict_proba(splits["val"]["X"]))
     path_of = {r["id"]: r["path"] for r in read_table(results / "images.tsv")}
     entries = [{"id": i, "rotation": 0, "path": path_of[i]} for i in splits["val"]["ids"]]
     from_files = deployed.encode_images(entries, weights, torch.device("cpu"), batch_size=3)
-    np.testing.assert_allclose(from_files, splits["val"]["X"], atol=2e-3)  # float16 hypercolumns either way
+    assert from_files.shape == splits["val"]["X"].shape
+    np.testing.assert_allclose(from_files, splits["val"]["X"], **tolerance)
     predicted, _ = predict_images(deployed, [e["path"] for e in entries], weights, torch.device("cpu"))
     cv = read_table(fold / "xgboost" / "predictions.tsv")
     assert [p["class"] for p in predicted] == [r["predicted"] for r in cv]
     for p, r in zip(predicted, cv):
         assert all(abs(float(p[f"p_{c}"]) - float(r[f"p_{c}"])) < 1e-3 for c in ("Cl", "Fi", "Ma"))
+
+
+def test_a_model_of_pooled_hypercolumns_is_trained_and_predicts(tiny_run, tmp_path):
+    """model.representation: pooled retrains the model alone (nothing upstream, no dictionary), records its
+    representation, and the predict target classifies through it."""
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_run, work, symlinks=True)  # modification times kept: the run's outputs stay up to date
+    pooled = {**TINY, "model": {"scheme": "tiny", "representation": "pooled", "classifier": "logistic"}}
+    assert job_counts(snakemake(work, pooled, "results/predictions/predictions.csv")) == {"train_model": 1,
+                                                                                          "predict": 1}
+    folder = work / "results" / "model" / "tiny"
+    meta = yaml.safe_load((folder / "model.json").read_text())
+    assert meta["encoder"] == {"representation": "pooled", "taps": list(ExtractionSettings().taps)}
+    model = Model.load(folder)
+    assert isinstance(model.encoder, PooledHypercolumnEncoder) and model.encoder.dim == 2 * 1472
+    assert model.classifier.name == "logistic" and meta["settings"]["representation"] == {"representation": "pooled"}
+    rows = list(csv.DictReader(open(work / "results" / "predictions" / "predictions.csv")))
+    class_of_prefix = {NIOSH_PREFIX[c]: c for c in ("Cl", "Fi", "Ma")}
+    truth = [class_of_prefix[Path(r["file"]).stem.rsplit("-", 1)[0]] for r in rows]
+    assert len(rows) == 24 and np.mean([r["class"] == t for r, t in zip(rows, truth)]) > 0.8  # its training images

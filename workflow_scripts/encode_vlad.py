@@ -6,10 +6,11 @@ import torch
 from cntem import rule_log
 from cntem.backbone import resolve_device
 from cntem.dictionary import VisualDictionary
+from cntem.encoded import write_encoded
 from cntem.folds import fold_entries
 from cntem.io import read_table
 from cntem.shards import HypercolumnStore
-from cntem.vlad import VladEncoder, write_vlad
+from cntem.vlad import VladEncoder
 
 log = rule_log(snakemake.log[0])
 device = resolve_device(snakemake.config["device"])
@@ -18,6 +19,6 @@ encoder = VladEncoder(VisualDictionary.load(snakemake.input.dictionary), snakema
 splits = fold_entries(read_table(snakemake.input.plan), snakemake.wildcards.fold)
 start = time.perf_counter()
 with HypercolumnStore(snakemake.input.shards) as store:
-    write_vlad(snakemake.output.vlad, encoder, store, splits, progress=True)
+    write_encoded(snakemake.output.vlad, encoder, store, splits, progress=True)
 log.info("VLAD %s: %d train + %d val entries, dimension %d, %.1f s on %s", dict(snakemake.wildcards.items()),
          len(splits["train"]), len(splits["val"]), encoder.dim, time.perf_counter() - start, device)

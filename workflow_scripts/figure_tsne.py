@@ -2,15 +2,15 @@
 import numpy as np
 
 from cntem import rule_log
+from cntem.encoded import load_encoded
 from cntem.plots import BALANCE_TITLES, tsne
-from cntem.vlad import load_vlad
 
 log = rule_log(snakemake.log[0])
 panels = {}
 for balance in snakemake.params.strategies:
     xs, ys = [], []
     for path in snakemake.input[balance]:
-        splits, _ = load_vlad(path)
+        splits, _ = load_encoded(path)
         xs.append(splits["val"]["X"])
         ys += splits["val"]["y"]
     panels[BALANCE_TITLES.get(balance, balance)] = (np.concatenate(xs), ys)

@@ -1,13 +1,14 @@
-"""Rule train_classifier: fit one classifier on a fold's training VLADs, predict its validation images."""
+"""Rule train_classifier: fit one classifier on a fold's training entries in one representation (VLAD or pooled
+hypercolumns), predict its validation images."""
 from cntem import rule_log
 from cntem.config import make_classifier
+from cntem.encoded import load_encoded
 from cntem.evaluate import fit_and_predict_fold, write_fold_outputs
 from cntem.io import read_table
 from cntem.schemes import ordered_classes
-from cntem.vlad import load_vlad
 
 log = rule_log(snakemake.log[0])
-splits, _ = load_vlad(snakemake.input.vlad)
+splits, _ = load_encoded(snakemake.input.encoded)
 group_of = {r["id"]: r["group"] for r in read_table(snakemake.input.folds)}
 classes = ordered_classes(splits["train"]["y"] + splits["val"]["y"])
 classifier = make_classifier(snakemake.wildcards.classifier, snakemake.params.settings, classes,

@@ -1,5 +1,6 @@
-"""Classifiers of image representations: gradient boosting, random forest, AdaBoost, linear softmax and
-logistic regression with its C chosen by an inner grouped cross-validation.
+"""Classifiers of image representations: gradient boosting, random forest, AdaBoost, linear softmax,
+logistic regression with its C chosen by an inner grouped cross-validation, and a hierarchical classifier
+whose stages (the parent CNT / NC, then the class within it) are any of the others.
 
 One class, :class:`Classifier`, wraps each of them with the same small interface (``fit`` /
 ``predict_proba`` / ``save`` / ``load``) and explicit settings. Cross-validation, the final model and
@@ -19,9 +20,11 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
+
+from .schemes import class_parents
 
 # The learning libraries are imported where they are used: each of the many small jobs then
 # pays only for the one it needs (xgboost and scikit-learn's ensembles take ~1.5 s each to load).
@@ -77,9 +80,27 @@ class LogisticSettings:
         object.__setattr__(self, "C_grid", tuple(self.C_grid))
 
 
+@dataclass(frozen=True)
+class HierarchicalSettings:
+    # The classifier of every stage: any name of SETTINGS but hierarchical.
+    base: str = "logistic"
+    # Its settings, keys as in its own config section; missing keys take that classifier's defaults.
+    base_settings: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.stage_settings()  # an unknown base or key fails here, not at the first fit
+
+    def stage_settings(self):
+        """The settings object of the base classifier each stage is."""
+        if self.base == "hierarchical":
+            raise ValueError("hierarchical: base must be a flat classifier, not hierarchical")
+        return settings_for(self.base, self.base_settings)
+
+
 # Every classifier the workflow knows, by the name configs, rules and model bundles use.
 SETTINGS = {"xgboost": XGBoostSettings, "random_forest": RandomForestSettings, "adaboost": AdaBoostSettings,
-            "linear_softmax": LinearSoftmaxSettings, "logistic": LogisticSettings}
+            "linear_softmax": LinearSoftmaxSettings, "logistic": LogisticSettings,
+            "hierarchical": HierarchicalSettings}
 NAMES = tuple(SETTINGS)
 
 
@@ -87,6 +108,10 @@ def settings_for(name: str, values: dict | None = None):
     """The settings object of classifier `name` from a config section (missing keys take the defaults)."""
     if name not in SETTINGS:
         raise ValueError(f"unknown classifier {name!r}; one of {NAMES}")
+    known = [f.name for f in fields(SETTINGS[name])]
+    unknown = sorted(set(values or {}) - set(known))
+    if unknown:
+        raise ValueError(f"{name}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
     return SETTINGS[name](**(values or {}))
 
 
@@ -162,7 +187,8 @@ class Classifier:
 
     After fit, `info` holds what a report or the leakage check needs: fit seconds, the training
     ids' groups used for early stopping, the best iteration and the device; for `logistic`, the
-    chosen C, the inner accuracy of each C and the inner folds used.
+    chosen C, the inner accuracy of each C and the inner folds used; for `hierarchical`, each
+    class's parent and each stage's classes and info.
     """
 
     def __init__(self, settings, classes: list[str], device: str = "cpu", threads: int = 1):
@@ -274,6 +300,34 @@ class Classifier:
         self.info["C"] = float(C)
         return pipeline.set_params(logisticregression__C=C).fit(x, y)
 
+    def _fit_hierarchical(self, x, y, groups):
+        """Stage 1: the parent of each class (CNT or NC); stage 2: per parent, its classes, fitted on its rows only."""
+        parent_of = class_parents(self.classes)
+        labels = np.array(self.classes)[y]
+        parents = np.array([parent_of[c] for c in labels])
+        parent_stage = self._fit_stage(x, parents, groups, list(dict.fromkeys(parent_of.values())))
+        class_stages = {}
+        for parent in parent_stage.classes:
+            rows = np.flatnonzero(parents == parent)
+            class_stages[parent] = self._fit_stage(x[rows], labels[rows], groups[rows], self.classes)
+        self.info["parents"] = parent_of
+        self.info["stage1"] = {"classes": parent_stage.classes, **parent_stage.info}
+        self.info["stage2"] = {p: {"classes": stage.classes, **stage.info} for p, stage in class_stages.items()}
+        # Every stage stops early on training groups of its own: the leakage check sees them all.
+        stopping = {g for stage in (parent_stage, *class_stages.values())
+                    for g in stage.info.get("early_stopping_groups", [])}
+        if stopping:
+            self.info["early_stopping_groups"] = sorted(stopping)
+        return HierarchicalModel(self.classes, parent_stage, class_stages)
+
+    def _fit_stage(self, x, labels, groups, order):
+        """A base classifier of the `labels` present (in `order`), or the single one when only one is present."""
+        present = set(labels.tolist())
+        choices = [c for c in order if c in present]
+        if len(choices) == 1:
+            return OnlyChoice(choices[0])
+        return Classifier(self.settings.stage_settings(), choices, self.device, self.threads).fit(x, labels, groups)
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """(N, len(classes)) probabilities; a class absent from training gets probability 0 (XGBoost: near 0)."""
         if self.name == "xgboost":
@@ -288,8 +342,8 @@ class Classifier:
         return proba
 
     def save(self, path_stem) -> str:
-        """XGBoost in its own binary JSON model format (screened columns included), scikit-learn models with
-        joblib; returns the path."""
+        """XGBoost in its own binary JSON model format (screened columns included), scikit-learn models and
+        hierarchical stages with joblib; returns the path."""
         import joblib
 
         if self.name == "xgboost":
@@ -315,6 +369,37 @@ class Classifier:
         else:
             classifier.model = joblib.load(path)
         return classifier
+
+
+class OnlyChoice:
+    """A stage of a hierarchical classifier with one choice (e.g. a parent of one class): probability 1."""
+
+    def __init__(self, choice: str):
+        self.classes, self.info = [choice], {}
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return np.ones((len(x), 1))
+
+
+class HierarchicalModel:
+    """The fitted stages of a `hierarchical` Classifier: P(class) = P(parent) x P(class | parent).
+
+    `parent_stage` gives the probabilities of its `classes` (the parents seen in training);
+    `class_stages[parent]` those of that parent's classes. Columns of predict_proba follow `classes`;
+    a class absent from training gets 0.
+    """
+
+    def __init__(self, classes: list[str], parent_stage, class_stages: dict):
+        self.classes, self.parent_stage, self.class_stages = list(classes), parent_stage, class_stages
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        parent_proba = self.parent_stage.predict_proba(x)
+        proba = np.zeros((len(x), len(self.classes)))
+        for j, parent in enumerate(self.parent_stage.classes):
+            stage = self.class_stages[parent]
+            columns = [self.classes.index(c) for c in stage.classes]
+            proba[:, columns] = parent_proba[:, [j]] * stage.predict_proba(x)
+        return proba
 
 
 PREDICTION_COLUMNS = ["id", "fold", "true", "predicted", "confidence"]

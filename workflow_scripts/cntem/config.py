@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import yaml
 
-from .schemes import resolve_scheme
+from .schemes import class_parents, resolve_scheme, scheme_classes
 from .features import CONV_CHANNELS
 
 
@@ -43,6 +43,7 @@ def consistency_problems(config: dict) -> list[str]:
     model_scheme = config["model"]["scheme"]
     if model_scheme is not None and model_scheme not in config["schemes"]:
         problems.append(f"model.scheme: {model_scheme!r} is not one of schemes {config['schemes']}")
+    problems += hierarchical_problems(config)
     demo = config["demo"]
     if demo["enabled"]:
         low, high = demo["size_range"]
@@ -63,6 +64,30 @@ def consistency_problems(config: dict) -> list[str]:
     if vlad["pca_dim"] is not None and vlad["pca_dim"] > min(width, dictionary["sample_size"]):
         problems.append(f"vlad.pca_dim: {vlad['pca_dim']} exceeds the {width} hypercolumn features of the taps "
                         f"(or dictionary.sample_size {dictionary['sample_size']}); lower it or set it to null")
+    return problems
+
+
+def hierarchical_problems(config: dict) -> list[str]:
+    """The hierarchical classifier's settings and class tree, when some run or the model uses it: a scheme whose
+    classes have no known parent fails now, not after extraction."""
+    from .classify import settings_for
+
+    if "hierarchical" in config["classifiers"]:
+        schemes = config["schemes"]
+    elif config["model"]["classifier"] == "hierarchical":
+        schemes = [config["model"]["scheme"] or config["schemes"][0]]
+    else:
+        return []
+    problems = []
+    try:
+        settings_for("hierarchical", config["hierarchical"])
+    except ValueError as exc:
+        problems.append(f"hierarchical.base_settings: {exc}")
+    for name in (s for s in schemes if s in config["custom_schemes"]):  # every built-in scheme's class has a parent
+        try:
+            class_parents(scheme_classes(config["custom_schemes"][name]))
+        except ValueError as exc:
+            problems.append(f"hierarchical on scheme {name!r}: {exc}")
     return problems
 
 
@@ -87,8 +112,25 @@ def make_dictionary(k: int, dictionary: dict, pca: dict, device: str = "auto"):
                             device=device)
 
 
+def make_encoder(settings: dict, taps, device: str = "auto"):
+    """The image representation of the final model, from train_model's `settings`: {"representation":
+    "pooled"} (the pooled hypercolumn of `taps`) or {"representation": "vlad", "k", "dictionary": the
+    `dictionary` section, "vlad": the `vlad` section} (VLAD over a dictionary yet to fit)."""
+    if settings["representation"] == "pooled":
+        from .pooled import PooledHypercolumnEncoder
+
+        return PooledHypercolumnEncoder(taps)
+    from .backbone import resolve_device
+    from .vlad import VladEncoder
+
+    vlad = settings["vlad"]
+    return VladEncoder(make_dictionary(settings["k"], settings["dictionary"], vlad, device), vlad["power_norm"],
+                       resolve_device(device))
+
+
 def make_classifier(name: str, section: dict, classes: list[str], device: str = "cpu", threads: int = 1):
-    """A Classifier `name` (xgboost, random_forest, adaboost, linear_softmax, logistic) from its config section."""
+    """A Classifier `name` (xgboost, random_forest, adaboost, linear_softmax, logistic, hierarchical) from its
+    config section."""
     from .classify import Classifier, settings_for
 
     return Classifier(settings_for(name, section), classes, device, threads)

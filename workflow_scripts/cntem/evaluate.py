@@ -8,9 +8,12 @@ import numpy as np
 from . import ActionableError
 from .classify import PREDICTION_COLUMNS, Classifier, prediction_rows, timed_predict_proba
 from .io import write_table
+from .schemes import class_tree
 
 TIDY_COLUMNS = ["scheme", "balance", "method", "classifier", "k", "metric", "class", "mean", "std", "n_folds",
                 "config"]
+# Of runs whose classes form a tree (schemes.class_tree), flat and hierarchical classifiers alike.
+STAGE_METRICS = ("stage1_accuracy", "stage2_accuracy")
 
 
 class LeakageError(ActionableError, RuntimeError):
@@ -40,7 +43,8 @@ def write_fold_outputs(rows: list[dict], info: dict, classes: list[str], predict
 
 
 def fold_metrics(rows: list[dict], classes: list[str]) -> dict:
-    """Accuracy, per-class accuracy (recall), macro-F1 and the confusion matrix of one fold."""
+    """Accuracy, per-class accuracy (recall), macro-F1 and the confusion matrix of one fold, and the
+    stage accuracies when the classes form a tree."""
     from sklearn.metrics import confusion_matrix, f1_score
 
     y_true = [r["true"] for r in rows]
@@ -48,9 +52,18 @@ def fold_metrics(rows: list[dict], classes: list[str]) -> dict:
     cm = confusion_matrix(y_true, y_pred, labels=classes)
     support = cm.sum(1)
     per_class = np.divide(np.diag(cm), support, out=np.full(len(classes), np.nan), where=support > 0)
+    parent_of = class_tree(classes)
     return {"accuracy": float(np.trace(cm) / cm.sum()), "per_class": per_class.tolist(),
             "macro_f1": float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)),
-            "confusion": cm.tolist()}
+            "confusion": cm.tolist(), **(stage_accuracies(rows, parent_of) if parent_of else {})}
+
+
+def stage_accuracies(rows: list[dict], parent_of: dict) -> dict:
+    """Stage 1: the share of rows predicted in their true class's parent; stage 2: the share of those rows
+    whose class is right (NaN when there are none)."""
+    right_class = [r["true"] == r["predicted"] for r in rows if parent_of[r["true"]] == parent_of[r["predicted"]]]
+    return {"stage1_accuracy": len(right_class) / len(rows),
+            "stage2_accuracy": float(np.mean(right_class)) if right_class else float("nan")}
 
 
 def summarize(predictions_by_fold: list[list[dict]], fits: list[dict], classes: list[str]) -> dict:
@@ -63,12 +76,15 @@ def summarize(predictions_by_fold: list[list[dict]], fits: list[dict], classes: 
     rows_sum = cm.sum(1, keepdims=True)
     fit_s = np.array([f["fit_seconds"] for f in fits])
     pred_s = np.array([f["predict_seconds"] for f in fits])
+    stages = {name: np.array([f[name] for f in folds]) for name in STAGE_METRICS if name in folds[0]}
     return {
         "classes": classes, "n_folds": len(folds),
         "accuracy": {"mean": acc.mean(), "std": acc.std(), "folds": acc.tolist()},
         "per_class_accuracy": {c: {"mean": float(np.nanmean(per_class[:, i])), "std": float(np.nanstd(per_class[:, i]))}
                                for i, c in enumerate(classes)},
         "macro_f1": {"mean": f1.mean(), "std": f1.std(), "folds": f1.tolist()},
+        **{name: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v)), "folds": v.tolist()}
+           for name, v in stages.items()},
         "confusion": cm.tolist(),
         "confusion_normalized": np.divide(cm, rows_sum, out=np.zeros(cm.shape), where=rows_sum > 0).tolist(),
         "fit_seconds": {"mean": fit_s.mean(), "std": fit_s.std(), "total": fit_s.sum()},
@@ -81,7 +97,8 @@ def tidy_rows(run: dict, metrics: dict) -> list[dict]:
     base = {**run, "n_folds": metrics["n_folds"]}
     rows = [{**base, "metric": name, "class": "all", "mean": f"{metrics[name]['mean']:.6f}",
              "std": f"{metrics[name]['std']:.6f}"}
-            for name in ("accuracy", "macro_f1", "fit_seconds", "predict_seconds")]
+            for name in ("accuracy", "macro_f1", *(n for n in STAGE_METRICS if n in metrics), "fit_seconds",
+                         "predict_seconds")]
     rows += [{**base, "metric": "class_accuracy", "class": c, "mean": f"{v['mean']:.6f}", "std": f"{v['std']:.6f}"}
              for c, v in metrics["per_class_accuracy"].items()]
     return rows

@@ -4,7 +4,8 @@ A hypercolumn is every tap (a conv layer after its ReLU) upsampled to the input 
 pixel. Nothing is upsampled whole: a shallow tap is interpolated *only at the sampled pixels*
 (``grid_sample``), and a deep tap, whose map holds fewer values than its sampled columns, is stored as
 its map and interpolated when read (shards.assemble_hypercolumns). Both equal upsampling and indexing
-(tested).
+(tested). The same pass pools each entry's whole maps into its pooled hypercolumn (pool_feature_maps),
+and the top of the network into the baseline's features.
 """
 from __future__ import annotations
 
@@ -68,6 +69,19 @@ def sample_coordinates(seed: int, image_id: str, rotation: int, size: int, n_pix
 
 
 # ----------------------------------------------------------------------------- network
+def pool_feature_maps(maps: list[torch.Tensor]) -> torch.Tensor:
+    """The pooled hypercolumn of each image: (B, 2 x sum of channels) float32 from the tapped maps (B, C, h, w).
+
+    First the global mean of every tapped map, in tap order, then the global max of every tapped map, in
+    tap order: 2 x 1472 values at the paper's taps. Taken over each whole map at its own resolution (the
+    network's values, not an upsampled copy), with means accumulated in float32 whatever the maps' dtype.
+    Extraction and prediction both pool through this function (in iter_hypercolumns).
+    """
+    means = [fmap.mean(dim=(2, 3), dtype=torch.float32) for fmap in maps]
+    maxima = [fmap.amax(dim=(2, 3)).float() for fmap in maps]
+    return torch.cat(means + maxima, 1)
+
+
 def stored_taps(maps, coords: torch.Tensor, settings: ExtractionSettings) -> list[torch.Tensor]:
     """What a shard keeps of each tap, in float16: the whole map (B, side, side, C) where that holds
     fewer values than the columns at the sampled pixels (B, P, C), else those columns."""
@@ -169,6 +183,21 @@ class UnreadableEntry:
     reason: str
 
 
+class PooledFeatures(NamedTuple):
+    """Whole-image features pooled in the network pass, (B, D) float32 each."""
+
+    top: np.ndarray  # the baseline's: global average of pool5, or fc7 (HypercolumnNet)
+    hypercolumn: np.ndarray  # the pooled hypercolumn (pool_feature_maps)
+
+
+class ExtractedBatch(NamedTuple):
+    """What the network pass yields for a batch of readable entries, all numpy."""
+
+    taps: list[np.ndarray]  # per tap, what a shard stores of it (stored_taps; float16)
+    coords: np.ndarray  # (B, P, 2) sampled pixels
+    pooled: PooledFeatures
+
+
 class EntryBatch(NamedTuple):
     """One loader batch: the readable entries stacked in their original order, and the unreadable ones.
 
@@ -220,10 +249,11 @@ class EntryImages(torch.utils.data.Dataset):
 
 def iter_hypercolumns(entries: list[dict], net: HypercolumnNet, weights: Weights, settings: ExtractionSettings,
                       device: torch.device, workers: int = 1, on_unreadable=None, on_note=None):
-    """Yield (taps, coords (B, P, 2), pooled (B, D)) batch by batch, all numpy.
+    """Yield an ExtractedBatch (taps, coords, pooled) batch by batch.
 
     `taps` holds per tap what a shard stores of it (stored_taps; float16), from which
-    shards.assemble_hypercolumns makes the (P, F) hypercolumns of each entry.
+    shards.assemble_hypercolumns makes the (P, F) hypercolumns of each entry; `pooled` the baseline's
+    top features and the pooled hypercolumn, both reduced from the whole maps while they are in memory.
 
     Decoding and resizing run in `workers` loader processes, overlapping the network. On CUDA the
     taps are copied into two alternating sets of pinned host buffers (a pageable copy is ~40x
@@ -267,7 +297,8 @@ def iter_hypercolumns(entries: list[dict], net: HypercolumnNet, weights: Weights
                     pinned[slot] = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in taps]
                 taps = [buffer.copy_(t) for buffer, t in zip(pinned[slot], taps)]
             yielded += 1
-            yield [t.numpy() for t in taps], batch.coords.numpy(), pooled.float().cpu().numpy()
+            yield ExtractedBatch([t.numpy() for t in taps], batch.coords.numpy(),
+                                 PooledFeatures(pooled.float().cpu().numpy(), pool_feature_maps(maps).cpu().numpy()))
 
 
 def extract_shard(entries: list[dict], out_path, weights: Weights, settings: ExtractionSettings,
@@ -292,7 +323,10 @@ def extract_shard(entries: list[dict], out_path, weights: Weights, settings: Ext
             # One chunk per entry and tap: a reader takes whole entries.
             tap_ds.append(h5.create_dataset(f"taps/{tap}", (n, *shape), dtype="float16", chunks=(1, *shape)))
         coords_ds = h5.create_dataset("coords", (n, p, 2), dtype="int16")
-        pooled_ds = h5.create_dataset("pooled", (n, net.pooled_dim), dtype="float32")
+        # The baseline's top features as "pooled", the pooled hypercolumn as "pooled_hypercolumns".
+        pooled_ds = PooledFeatures(h5.create_dataset("pooled", (n, net.pooled_dim), dtype="float32"),
+                                   h5.create_dataset("pooled_hypercolumns", (n, 2 * settings.n_features),
+                                                     dtype="float32"))
         h5.create_dataset("ids", data=np.array([e["id"] for e in entries], dtype=h5py.string_dtype()))
         h5.create_dataset("rotations", data=np.array([int(e["rotation"]) for e in entries], dtype="int16"))
         h5.attrs.update({**weights.describe(), "format": SHARD_FORMAT, "taps": json.dumps(list(settings.taps)),
@@ -304,12 +338,12 @@ def extract_shard(entries: list[dict], out_path, weights: Weights, settings: Ext
         # write i - 1 before submitting write i also keeps iter_hypercolumns' pinned buffers safe.
         with ThreadPoolExecutor(max_workers=1) as writer:
             pending = None
-            for taps, coords, pooled in iter_hypercolumns(entries, net, weights, settings, device, workers):
+            for batch in iter_hypercolumns(entries, net, weights, settings, device, workers):
                 if pending is not None:
                     pending.result()
-                pending = writer.submit(_write_batch, tap_ds, coords_ds, pooled_ds, done, taps, coords, pooled)
-                done += len(coords)
-                bar.update(len(coords))
+                pending = writer.submit(_write_batch, tap_ds, coords_ds, pooled_ds, done, batch)
+                done += len(batch.coords)
+                bar.update(len(batch.coords))
             if pending is not None:
                 pending.result()
         bar.close()
@@ -327,12 +361,11 @@ def layer_activations(path, net: HypercolumnNet, weights: Weights, settings: Ext
     return img, [m[0].float().mean(0).cpu().numpy() for m in maps]
 
 
-def _write_batch(tap_ds, coords_ds, pooled_ds, start, taps, coords, pooled):
-    end = start + len(coords)
-    for dataset, values in zip(tap_ds, taps):
+def _write_batch(tap_ds, coords_ds, pooled_ds: PooledFeatures, start, batch: ExtractedBatch):
+    end = start + len(batch.coords)
+    for dataset, values in zip([*tap_ds, *pooled_ds], [*batch.taps, *batch.pooled]):
         dataset[start:end] = values
-    coords_ds[start:end] = coords
-    pooled_ds[start:end] = pooled
+    coords_ds[start:end] = batch.coords
 
 
 def net_input(images: torch.Tensor, weights: Weights, device: torch.device) -> torch.Tensor:

@@ -1,10 +1,11 @@
 """The deployed model: VGG16 hypercolumns -> an image representation (encoder) -> a classifier.
 
-:class:`Model` chains the same objects cross-validation uses (a VisualDictionary inside a VladEncoder,
-a Classifier) and knows what its features are: the extraction settings and the weights' identity and
-input convention, read from the shards it was trained on. Saved as a folder: ``model.json`` (classes,
-encoder, classifier, extraction, weights, provenance), ``dictionary.h5`` and the classifier in its own
-format (XGBoost ``.ubj`` or a scikit-learn ``.joblib``).
+:class:`Model` chains the same objects cross-validation uses (an encoder: a VladEncoder with its
+VisualDictionary, the paper's, or a PooledHypercolumnEncoder; a Classifier) and knows what its features
+are: the extraction settings and the weights' identity and input convention, read from the shards it
+was trained on. Saved as a folder: ``model.json`` (classes, encoder with its representation, classifier,
+extraction, weights, provenance), what the encoder keeps (VLAD: ``dictionary.h5``) and the classifier
+in its own format (XGBoost ``.ubj`` or a scikit-learn ``.joblib``).
 """
 from __future__ import annotations
 
@@ -19,13 +20,15 @@ import torch
 from . import ActionableError, __version__
 from .backbone import Preprocess, Weights
 from .classify import Classifier
-from .dictionary import VisualDictionary
 from .features import ExtractionSettings
+from .pooled import PooledHypercolumnEncoder
 from .vlad import VladEncoder
 
 log = logging.getLogger(__name__)
 
 FORMAT = "cntem-model-3"  # 3: XGBoost as a Booster cut at its best round, screened columns inside
+# The image representations a model can use, by the name model.json records (encoder.representation).
+ENCODERS = {encoder.name: encoder for encoder in (VladEncoder, PooledHypercolumnEncoder)}
 
 
 class ModelMismatchError(ActionableError, ValueError):
@@ -35,11 +38,11 @@ class ModelMismatchError(ActionableError, ValueError):
 class Model:
     """Encoder + classifier over the hypercolumns of given extraction settings and weights.
 
-    ``fit(store, entries, labels, groups)`` fits the encoder (its dictionary) and the classifier on
-    the shard entries; ``predict_proba_images`` classifies image files through the same encoder.
+    ``fit(store, entries, labels, groups)`` fits the encoder (VLAD: its dictionary) and the classifier on
+    the shard entries; ``encode_images`` represents image files through the same encoder, for ``predict_proba``.
     """
 
-    def __init__(self, encoder: VladEncoder, classifier: Classifier):
+    def __init__(self, encoder: VladEncoder | PooledHypercolumnEncoder, classifier: Classifier):
         self.encoder, self.classifier = encoder, classifier
         self.extraction_: ExtractionSettings | None = None
         self.weights_: dict = {}  # name, sha256, random, preprocess of the weights the features came from
@@ -50,7 +53,7 @@ class Model:
         return self.classifier.classes
 
     @classmethod
-    def from_parts(cls, encoder: VladEncoder, classifier: Classifier, store) -> "Model":
+    def from_parts(cls, encoder: VladEncoder | PooledHypercolumnEncoder, classifier: Classifier, store) -> "Model":
         """A model from an encoder and a classifier already fitted on the features of `store`
         (e.g. one cross-validation fold's dictionary and classifier)."""
         model = cls(encoder, classifier)
@@ -106,12 +109,12 @@ class Model:
                       on_unreadable=None, on_note=None, on_batch=None) -> np.ndarray:
         """Representations (N, dim) of image `entries` (dicts: id, rotation, path), computed from the files.
 
-        The hypercolumns are those extract_shard stores (same network, settings and pixel sampling,
-        keyed by the entry's id) and go through the same encoder as in cross-validation. Entries whose
-        file cannot be decoded go to `on_unreadable(index, reason)` and are left out of the rows.
+        The features are those extract_shard stores (same network pass, settings and pixel sampling,
+        keyed by the entry's id: the float16 taps, the pooled hypercolumn) and go through the same encoder
+        as in cross-validation. Entries whose file cannot be decoded go to `on_unreadable(index, reason)`
+        and are left out of the rows.
         """
         from .hypercolumns import HypercolumnNet, iter_hypercolumns
-        from .vlad import StoredTaps
 
         self.check_compatible(weights)
         weights = self.with_training_input(weights)
@@ -119,13 +122,11 @@ class Model:
         net = HypercolumnNet(weights, settings.taps, device)
         self.encoder.to(device)
         parts = []
-        for taps, coords, _ in iter_hypercolumns(entries, net, weights, settings, device, workers=0,
-                                                 on_unreadable=on_unreadable, on_note=on_note):
-            # What a shard stores (float16), encoded as a shard's entries are: the same values as in training.
-            batch = StoredTaps([torch.from_numpy(t).to(device).float() for t in taps], coords, settings.image_size)
-            parts.append(self.encoder.transform_taps(batch).cpu().numpy())
+        for batch in iter_hypercolumns(entries, net, weights, settings, device, workers=0,
+                                       on_unreadable=on_unreadable, on_note=on_note):
+            parts.append(self.encoder.transform_extracted(batch, settings))
             if on_batch:
-                on_batch(len(coords))
+                on_batch(len(batch.coords))
         return np.concatenate(parts) if parts else np.empty((0, self.encoder.dim), np.float32)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
@@ -133,17 +134,16 @@ class Model:
 
     # ------------------------------------------------------------------ storage
     def save(self, meta_path, settings: dict | None = None) -> None:
-        """Write ``model.json`` at `meta_path` and the dictionary and classifier beside it.
+        """Write ``model.json`` at `meta_path` and what the encoder keeps and the classifier beside it.
 
         `settings` (e.g. the rule's params) is recorded as provenance.
         """
         meta_path = Path(meta_path)
         out = meta_path.parent
         out.mkdir(parents=True, exist_ok=True)
-        self.encoder.dictionary.save(out / "dictionary.h5")
+        encoder = self.encoder.save(out)
         classifier_file = Path(self.classifier.save(out / "classifier")).name
-        meta = {"format": FORMAT, "cntem_version": __version__, "classes": self.classes,
-                "encoder": {**self.encoder.describe(), "dictionary_file": "dictionary.h5"},
+        meta = {"format": FORMAT, "cntem_version": __version__, "classes": self.classes, "encoder": encoder,
                 "classifier": {**self.classifier.describe(), "file": classifier_file},
                 "extraction": dataclasses.asdict(self.extraction_), "weights": self.weights_,
                 "trained_on": self.trained_on_, "settings": settings or {}}
@@ -162,8 +162,7 @@ class Model:
             raise ActionableError(f"{meta_path}: a model of format {meta.get('format')!r}, not {FORMAT!r}; "
                                   "train it again with this version (target 'model')")
         folder = meta_path.parent
-        encoder = VladEncoder(VisualDictionary.load(folder / meta["encoder"]["dictionary_file"]),
-                              meta["encoder"]["power_norm"])
+        encoder = ENCODERS[meta["encoder"]["representation"]].load(folder, meta["encoder"])
         model = cls(encoder, Classifier.load(folder / meta["classifier"]["file"], meta["classifier"]))
         extraction = {**meta["extraction"], "taps": tuple(meta["extraction"]["taps"])}
         model.extraction_ = ExtractionSettings(**extraction)

@@ -1,10 +1,13 @@
-"""Source labels and the class schemes of the paper.
+"""Source labels, the class schemes of the paper and its class tree.
 
 A *source label* is what the data says about an image (a NIOSH file-name prefix, a sub-folder
 name, or a row of a labels CSV). A *scheme* maps source labels to the classes one experiment
 learns; a label the scheme maps to ``None`` is excluded from that experiment (and counted).
+The *class tree* gives each class a parent, CNT or NC: the stages of the hierarchical classifier.
 """
 from __future__ import annotations
+
+from collections import Counter
 
 # Canonical source labels: the paper's abbreviations.
 SOURCE_LABELS = ("Cl", "Fi", "Ma", "MS", "NC", "GS", "SP", "HDP", "PR", "O")
@@ -32,6 +35,9 @@ CLASS_NAMES = {
 
 # The sub-classes of Non-CNT (NC): only a labels CSV can give them (NIOSH names say "NonCNT").
 NC_SUBCLASSES = ("GS", "SP", "HDP", "PR", "O")
+
+# The paper's class tree: each canonical label's parent, CNT structures or non-CNT material.
+PARENTS = {**{label: "CNT" for label in ("Cl", "Fi", "Ma", "MS")}, **{label: "NC" for label in ("NC", *NC_SUBCLASSES)}}
 
 BUILTIN_SCHEMES: dict[str, dict[str, str | None]] = {
     # The 4 CNT classes; every non-CNT image is left out.
@@ -74,3 +80,30 @@ def scheme_classes(mapping: dict[str, str | None]) -> list[str]:
     classes = {c for c in mapping.values() if c is not None}
     ordered = [c for c in SOURCE_LABELS if c in classes]
     return ordered + sorted(classes - set(ordered))
+
+
+def class_parents(classes) -> dict[str, str]:
+    """Each class's parent in the paper's tree (CNT or NC), classes named by any alias of a canonical label.
+
+    Raises ValueError naming the classes without a known parent, and the fix.
+    """
+    unknown = [c for c in classes if canonical_label(c) not in PARENTS]
+    if unknown:
+        raise ValueError(f"classes {unknown} have no parent in the class tree (CNT: Cl, Fi, Ma, MS; NC: NC, "
+                         f"{', '.join(NC_SUBCLASSES)}): name the scheme's classes by these labels, or use a flat "
+                         f"classifier")
+    return {c: PARENTS[canonical_label(c)] for c in classes}
+
+
+def class_tree(classes) -> dict[str, str] | None:
+    """Each class's parent when `classes` form a tree worth two stages, else None.
+
+    A tree: every class has a known parent, there are at least 2 parents and one of them holds at least
+    2 classes (8class; 5class, whose NC is a parent of one; not 4class, all CNT).
+    """
+    try:
+        parent_of = class_parents(classes)
+    except ValueError:
+        return None
+    sizes = list(Counter(parent_of.values()).values())
+    return parent_of if len(sizes) >= 2 and max(sizes) >= 2 else None

@@ -72,8 +72,9 @@ MANIFEST_COLUMNS = ["id", "rotation", "path", "shard"]
 
 
 def shard_bytes(n_entries: int, settings) -> int:
-    """Bytes the shards of `n_entries` entries take: float16 taps plus int16 coordinates."""
-    return n_entries * (settings.stored_values() * 2 + settings.n_pixels * 4)
+    """Bytes the shards of `n_entries` entries take: float16 taps, int16 coordinates and the float32 pooled
+    hypercolumn (the baseline's pooled features, 2 or 16 kB an entry, are left out)."""
+    return n_entries * (settings.stored_values() * 2 + settings.n_pixels * 4 + 2 * settings.n_features * 4)
 
 
 def check_disk(out_dir, needed: int) -> None:
@@ -87,9 +88,10 @@ def check_disk(out_dir, needed: int) -> None:
                       "or run from a larger volume")
 
 
-# Version 2 keeps the deep taps as feature maps and interpolates them on read (~4.6 MB an entry
-# at the paper's settings); version 1 stored every tap's columns (14.8 MB an entry).
-SHARD_FORMAT = "cntem-shard-2"
+# Version 3 adds each entry's pooled hypercolumn; version 2 kept the deep taps as feature maps and
+# interpolates them on read (~4.6 MB an entry at the paper's settings); version 1 stored every tap's
+# columns (14.8 MB an entry).
+SHARD_FORMAT = "cntem-shard-3"
 
 
 class StaleShardError(ActionableError, ValueError):
@@ -241,11 +243,20 @@ class HypercolumnStore:
         return self._file(s)["coords"][row]
 
     def pooled(self, entries) -> np.ndarray:
+        """The baseline's features (N, 512 or 4096) of (id, rotation) `entries`: pool5's global average or fc7."""
+        return self._entry_rows("pooled", entries)
+
+    def pooled_hypercolumns(self, entries) -> np.ndarray:
+        """The pooled hypercolumns (N, 2 x features) of (id, rotation) `entries`: the global mean of every
+        tapped map, then the global max of every tapped map (hypercolumns.pool_feature_maps)."""
+        return self._entry_rows("pooled_hypercolumns", entries)
+
+    def _entry_rows(self, dataset: str, entries) -> np.ndarray:
         rows = []
         for image_id, rotation in entries:
             s, row = self.locate(image_id, rotation)
-            rows.append(self._file(s)["pooled"][row])
-        return np.stack(rows)
+            rows.append(self._file(s)[dataset][row])
+        return np.stack(rows) if rows else np.empty((0, self._file(0)[dataset].shape[1]), np.float32)
 
     def extraction_settings(self):
         """The ExtractionSettings every shard of this store was made with."""

@@ -10,7 +10,8 @@ the final model and prediction encode the hypercolumns of image files with it.
 """
 from __future__ import annotations
 
-import h5py
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -48,8 +49,8 @@ class VladEncoder:
     ``fit`` fits the dictionary (on training entries only); ``transform_taps`` encodes a batch of
     entries as a shard stores them (StoredTaps), without assembling their hypercolumns;
     ``transform_store`` streams entries of a HypercolumnStore through it with memory flat in their
-    number. Extraction, cross-validation, the final model and prediction all encode through
-    ``transform_taps``.
+    number; ``transform_extracted`` encodes a batch of the network pass (prediction). Cross-validation,
+    the final model and prediction all encode through ``transform_taps``.
     """
 
     name = "vlad"
@@ -121,30 +122,23 @@ class VladEncoder:
         bar.close()
         return out
 
+    def transform_extracted(self, batch, settings) -> np.ndarray:
+        """(B, K * d) VLAD vectors of a batch of the network pass (hypercolumns.ExtractedBatch) made with
+        `settings`: its float16 taps, encoded exactly as a shard's entries are."""
+        taps = StoredTaps([torch.from_numpy(t).to(self.device).float() for t in batch.taps], batch.coords,
+                          settings.image_size)
+        return self.transform_taps(taps).cpu().numpy()
+
     def describe(self) -> dict:
         return {"representation": self.name, "power_norm": self.power_norm, "k": self.dictionary.k}
 
+    def save(self, folder) -> dict:
+        """The dictionary into `folder`; returns the description that load() takes back."""
+        self.dictionary.save(Path(folder) / "dictionary.h5")
+        return {**self.describe(), "dictionary_file": "dictionary.h5"}
 
-def write_vlad(path, encoder: VladEncoder, store, splits: dict, progress: bool = False) -> None:
-    """Encode each split's plan rows (id, rotation, class) from `store` into one HDF5 group per split.
+    @classmethod
+    def load(cls, folder, description: dict) -> "VladEncoder":
+        from .dictionary import VisualDictionary
 
-    Vectors go to the file as they are made: the job's memory does not grow with the entries.
-    """
-    with h5py.File(path, "w") as h5:
-        for name, rows in splits.items():
-            g = h5.create_group(name)
-            x = g.create_dataset("X", (len(rows), encoder.dim), np.float32,
-                                 chunks=(1, encoder.dim) if rows else None)
-            encoder.transform_store(store, [(r["id"], int(r["rotation"])) for r in rows], progress, out=x)
-            g.create_dataset("ids", data=np.array([r["id"] for r in rows], dtype=h5py.string_dtype()))
-            g.create_dataset("rotations", data=np.array([int(r["rotation"]) for r in rows], dtype=np.int16))
-            g.create_dataset("y", data=np.array([r["class"] for r in rows], dtype=h5py.string_dtype()))
-        h5.attrs.update(encoder.describe())
-
-
-def load_vlad(path) -> tuple[dict, dict]:
-    with h5py.File(path, "r") as h5:
-        splits = {name: {"X": g["X"][()], "ids": list(g["ids"].asstr()[()]),
-                         "rotations": g["rotations"][()], "y": list(g["y"].asstr()[()])}
-                  for name, g in h5.items()}
-        return splits, dict(h5.attrs)
+        return cls(VisualDictionary.load(Path(folder) / description["dictionary_file"]), description["power_norm"])
