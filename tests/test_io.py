@@ -25,6 +25,18 @@ def test_sixteen_bit_is_stretched_between_robust_percentiles():
     assert 120 <= g[50, 50] <= 135  # mid-range stays mid-grey
 
 
+@pytest.mark.parametrize("image", [
+    np.random.default_rng(0).integers(0, 65535, (300, 257), dtype=np.uint16),  # full range, odd sizes
+    np.random.default_rng(1).normal(3000, 200, (513, 511)).clip(0, 65535).astype(np.uint16),  # a detector's
+    np.random.default_rng(2).integers(100, 103, (50, 31), dtype=np.uint16),  # three values: ties everywhere
+    np.array([[0, 65535]], np.uint16), np.full((10, 10), 7, np.uint16)],  # two pixels; constant
+    ids=["uniform", "detector", "three-values", "two-pixels", "constant"])
+def test_sixteen_bit_stretch_from_the_histogram_equals_the_float_percentiles(image):
+    """The 16-bit shortcut gives every pixel exactly what the float64 percentile stretch (other depths) gives."""
+    as_float = to_grey_uint8(image.astype(np.float32))
+    assert np.array_equal(to_grey_uint8(image), as_float)
+
+
 def test_rgb_uses_luma_weights_and_8_bit_passes_through():
     rgb = np.zeros((2, 2, 3), np.uint8)
     rgb[..., 0] = 200

@@ -101,11 +101,41 @@ def to_grey_uint8(array: np.ndarray) -> np.ndarray:
         return a
     if a.dtype == bool:
         return a.astype(np.uint8) * 255
+    if a.dtype == np.uint16:
+        return _stretch_uint16(a)
     a = a.astype(np.float64)
     lo, hi = np.percentile(a, HIGH_DEPTH_PERCENTILES)
+    return _stretch(a, lo, hi)
+
+
+def _stretch(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """float64 values -> uint8, linear from lo (0) to hi (255), clipped."""
     if hi <= lo:
-        return np.zeros(a.shape, np.uint8)
-    return np.clip(np.rint((a - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
+        return np.zeros(values.shape, np.uint8)
+    return np.clip(np.rint((values - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
+
+
+def _stretch_uint16(a: np.ndarray) -> np.ndarray:
+    """The percentile stretch of a 16-bit image, exactly as for any other depth, from its histogram.
+
+    The most common depth of TEM detectors. Sorting a 4k x 4k frame's pixels as float64 for two
+    percentiles and stretching every pixel cost ~1 s an image; from the 65,536-bin histogram the
+    percentiles are the same order statistics (numpy's linear interpolation between neighbours), and
+    the stretch is one lookup table over the values that occur.
+    """
+    counts = np.bincount(a.ravel(), minlength=1 << 16)
+    ends = np.cumsum(counts)  # ends[v]: pixels with a value <= v
+
+    def order_statistic(k: int) -> float:  # the k-th smallest pixel value (0-based)
+        return float(np.searchsorted(ends, k, side="right"))
+
+    bounds = []
+    for q in HIGH_DEPTH_PERCENTILES:
+        position = (a.size - 1) * q / 100.0
+        below = int(np.floor(position))
+        low, high = order_statistic(below), order_statistic(min(below + 1, a.size - 1))
+        bounds.append(low + (high - low) * (position - below))
+    return _stretch(np.arange(1 << 16, dtype=np.float64), *bounds)[a]
 
 
 def _read_tiff_page0(path: Path) -> np.ndarray:
