@@ -3,6 +3,7 @@ sparse sampling + HDF5 writes), same device, batch size and precision.
 
     python bench/bench_extract.py --n 96 --batch-size 16            # CPU here
     python bench/bench_extract.py --n 512 --batch-size 64 --device cuda
+    python bench/bench_extract.py --n 64 --size-range 1024 2048      # micrograph-sized inputs
 
 Prints images/s for both (and for the extraction without its HDF5 writes, which shows whether
 the disk is the limit: each entry is ~4.6 MB of float16 at 224 px), their ratio, peak memory.
@@ -61,6 +62,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=96, help="images to extract")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--size-range", type=int, nargs=2, default=(256, 640), metavar=("LOW", "HIGH"),
+                        help="sides of the synthetic micrographs (half 8-bit, half 16-bit); real ones are 1-4k px")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     parser.add_argument("--workers", type=int, help="decoding processes (default: as the workflow, loader_workers)")
@@ -77,7 +80,8 @@ def main():
     settings = ExtractionSettings(batch_size=args.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         images = Path(tmp) / "images"
-        generate_dataset(images, {"Cl": args.n // 2, "Ma": args.n - args.n // 2}, seed=0, size_range=(256, 640))
+        generate_dataset(images, {"Cl": args.n // 2, "Ma": args.n - args.n // 2}, seed=0,
+                         size_range=tuple(args.size_range))
         entries = [{"id": p.name, "rotation": 0, "path": str(p)} for p in sorted(images.glob("*.tif"))]
         net = HypercolumnNet(weights, settings.taps, device)
         forward = bare_forward(net, device, args.batch_size, settings.image_size, max(2, args.n // args.batch_size))
@@ -86,7 +90,8 @@ def main():
                              progress=False)
     figures = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-        "batch_size": args.batch_size, "images": args.n, "weights": Path(args.weights).name,
+        "batch_size": args.batch_size, "images": args.n, "size_range": list(args.size_range),
+        "weights": Path(args.weights).name,
         "bare_forward_img_s": round(forward, 2), "extraction_no_writes_img_s": round(no_write, 2),
         "extraction_img_s": round(full["images_per_s"], 2),
         "ratio": round(full["images_per_s"] / forward, 3), "peak_rss_mb": round(peak_rss_mb()),
