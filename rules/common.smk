@@ -209,12 +209,12 @@ def figure_targets():
         base = f"results/figures/{s}"
         figs += [f"{base}/accuracy_grid.png", f"{base}/confusion_matrices.png", f"{base}/tsne.png",
                  f"{base}/k_study.png", f"{base}/fit_time.png", f"{base}/misclassified.png",
-                 f"{base}/activations.png", f"results/{s}/contact_sheet.png"]
+                 f"{base}/activations.png", f"{base}/comparison.png", f"results/{s}/contact_sheet.png"]
     return figs
 
 
 def all_outputs():
-    outputs = ["results/metrics.tsv", "results/leakage_check.txt", "results/software_versions.tsv", "results/config.yaml",
+    outputs = ["results/metrics.tsv", "results/comparison.tsv", "results/leakage_check.txt", "results/software_versions.tsv", "results/config.yaml",
                *figure_targets(), f"results/model/{MODEL_SCHEME}/model.json"]
     if config["predict"]["input"]:
         outputs.append("results/predictions/predictions.csv")

@@ -31,6 +31,21 @@ rule collect_metrics:
         "../workflow_scripts/collect_metrics.py"
 
 
+rule compare_methods:
+    input:
+        metrics="results/metrics.tsv",
+    output:
+        report("results/comparison.tsv", category="2. Metrics", caption="../report/comparison.rst"),
+    params:
+        input_mode=config["hypercolumns"]["resize"],
+    log:
+        "results/logs/compare_methods.log",
+    conda:
+        "../envs/cntem.yaml"
+    script:
+        "../workflow_scripts/compare_methods.py"
+
+
 rule leakage_check:
     input:
         checks=[f"{run_dir(s, b, m)}/{c}/leakage.txt" for s, b, m, c in evaluation_runs()],
@@ -114,6 +129,20 @@ rule figure_k_study:
         "../envs/cntem.yaml"
     script:
         "../workflow_scripts/figure_k_study.py"
+
+
+rule figure_comparison:
+    input:
+        comparison="results/comparison.tsv",
+    output:
+        report("results/figures/{scheme}/comparison.png", category="3. Figures", subcategory="{scheme}",
+               caption="../report/comparison_figure.rst"),
+    log:
+        "results/logs/figures/{scheme}/comparison.log",
+    conda:
+        "../envs/cntem.yaml"
+    script:
+        "../workflow_scripts/figure_comparison.py"
 
 
 rule figure_misclassified:

@@ -2,6 +2,9 @@ import numpy as np
 from matplotlib.container import ErrorbarContainer
 
 from cntem import plots
+from cntem.evaluate import comparison_rows
+
+from test_comparison import TIDY
 
 
 def _metrics(means, stds):
@@ -24,3 +27,25 @@ def test_accuracy_grid_error_bars_stay_within_zero_and_one(tmp_path, monkeypatch
     # Clipped at 1 and 0 where mean +- std would leave [0, 1]; untouched in between.
     np.testing.assert_allclose(lows, [0.88, 0.4, 0.0])
     np.testing.assert_allclose(highs, [1.0, 0.6, 0.12])
+
+
+def test_method_comparison_draws_one_bar_per_method_of_the_scheme_best_at_the_top(tmp_path, monkeypatch):
+    saved, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (saved.append(fig), save(fig, path)))
+    path = tmp_path / "comparison.png"
+    plots.method_comparison(comparison_rows(TIDY, "squash"), path, "4class")
+
+    assert path.stat().st_size > 5000 and path.with_suffix(".pdf").exists()
+    (ax,) = saved[0].axes
+    bars = sorted(ax.patches, key=lambda bar: -bar.get_y())  # top to bottom
+    assert [bar.get_width() for bar in bars] == [0.95, 0.9, 0.9, 0.4]  # the 4 methods of 4class, not 8class's
+    labels = [t.get_text() for t in sorted(ax.get_yticklabels(), key=lambda t: -t.get_position()[1])]
+    assert labels[0] == "VGG16 pooled top layer (baseline) · linear_softmax · none"
+    assert labels[3] == "VLAD of hypercolumns, K=10 · adaboost · rotate"
+    (error_bars,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    segments = sorted(error_bars.lines[2][0].get_segments(), key=lambda s: -s[0, 1])
+    # the best's 0.95 +- 0.08 clipped at 1
+    np.testing.assert_allclose([(s[:, 0].min(), s[:, 0].max()) for s in segments],
+                               [(0.87, 1.0), (0.84, 0.96), (0.87, 0.93), (0.3, 0.5)])
+    (f1_markers,) = [line for line in ax.lines if line.get_marker() == "D"]
+    np.testing.assert_allclose(sorted(f1_markers.get_xdata()), [0.3, 0.85, 0.88, 0.94])

@@ -85,6 +85,7 @@ def test_dry_run_shows_the_dag(tmp_path, pooled):
     assert counts["fit_dictionary"] == counts["encode_vlad"] == 6
     assert counts["train_classifier"] == 14 + 6 * pooled and counts["train_baseline"] == 4
     assert counts.get("gather_pooled_hypercolumns", 0) == 2 * pooled  # one per fold
+    assert counts["collect_metrics"] == counts["compare_methods"] == counts["figure_comparison"] == 1  # one scheme
 
 
 def test_end_to_end_outputs(tiny_run):
@@ -99,10 +100,19 @@ def test_end_to_end_outputs(tiny_run):
     assert all(r["n_folds"] == "2" for r in metrics)
     # three synthetic classes, 24 images of 64 px, 2 folds: every method above chance (1/3), on average clearly
     assert min(accuracy.values()) > 0.4 and np.mean(list(accuracy.values())) > 0.55
+    comparison = list(csv.DictReader(open(results / "comparison.tsv"), delimiter="\t"))
+    # one row per evaluated run (12, as in the leakage check), best first, with metrics.tsv's accuracies
+    assert len(comparison) == 12 and {(r["balance"], r["method"], r["classifier"], r["k"]) for r in comparison} == runs
+    assert [float(r["accuracy_mean"]) for r in comparison] == sorted(accuracy.values(), reverse=True)
+    assert comparison[0]["rank"] == "1" and {r["input_mode"] for r in comparison} == {"squash"}
+    pooled_xgboost = next(r for r in comparison if r["representation"] == "pooled hypercolumns"
+                          and r["classifier"] == "xgboost")
+    assert float(pooled_xgboost["accuracy_mean"]) == accuracy[("rotate", "xgboost", "")]
     leakage = (results / "leakage_check.txt").read_text()
     assert leakage.startswith("no leakage in 24 (run, fold) pairs")  # 12 runs x 2 folds, the pooled ones too
     assert "ok  tiny/rotate/pooled/xgboost/fold1: 12 validation images unseen by classifier, early stopping" in leakage
-    for fig in ["accuracy_grid", "confusion_matrices", "tsne", "k_study", "fit_time", "misclassified", "activations"]:
+    for fig in ["accuracy_grid", "confusion_matrices", "tsne", "k_study", "fit_time", "misclassified", "activations",
+                "comparison"]:
         assert (results / "figures" / "tiny" / f"{fig}.png").stat().st_size > 5000, fig
         assert (results / "figures" / "tiny" / f"{fig}.pdf").exists(), fig
     assert (results / "tiny" / "contact_sheet.png").exists()
@@ -116,6 +126,7 @@ def test_report_model_and_predictions(tiny_run):
     snakemake(tiny_run, TINY, "--report", "results/report.html", cores=())  # as the README says: no --cores
     html = (tiny_run / "results" / "report.html").read_text(errors="ignore")
     assert "accuracy_grid.png" in html and "metrics.tsv" in html and "software_versions.tsv" in html
+    assert "comparison.tsv" in html and "comparison.png" in html
     assert "config.yaml" in html  # the effective config
     model = Model.load(tiny_run / "results" / "model" / "tiny")
     assert model.classes == ["Cl", "Fi", "Ma"] and model.encoder.dictionary.k == 8

@@ -1,4 +1,5 @@
-"""Cross-validation: one fold's fit and predictions, metrics over folds, the tidy table, the leakage check."""
+"""Cross-validation: one fold's fit and predictions, metrics over folds, the tidy table, the comparison of
+methods, the leakage check."""
 from __future__ import annotations
 
 import json
@@ -101,6 +102,42 @@ def tidy_rows(run: dict, metrics: dict) -> list[dict]:
                          "predict_seconds")]
     rows += [{**base, "metric": "class_accuracy", "class": c, "mean": f"{v['mean']:.6f}", "std": f"{v['std']:.6f}"}
              for c, v in metrics["per_class_accuracy"].items()]
+    return rows
+
+
+COMPARISON_COLUMNS = ["scheme", "rank", "representation", "input_mode", "classifier", "balance", "accuracy_mean",
+                      "accuracy_std", "macro_f1_mean", "macro_f1_std", "fit_seconds", "n_folds", "method", "k"]
+# Readable names of the tidy table's methods; VLAD's with its K.
+REPRESENTATION_NAMES = {"hcol": "VLAD of hypercolumns, K={k}", "pooled_hcol": "pooled hypercolumns",
+                        "baseline": "VGG16 pooled top layer (baseline)"}
+
+
+def comparison_rows(tidy: list[dict], input_mode: str) -> list[dict]:
+    """One row per cross-validated run of the tidy table, ranked by accuracy within its scheme.
+
+    Accuracy and macro-F1 (mean, std over folds) and the mean fit seconds per fold are carried as the tidy
+    table has them. Sorted by scheme, then accuracy descending (then macro-F1, then names, so the order is
+    stable); runs of equal accuracy share a rank. `input_mode` is how the images met the network
+    (``hypercolumns.resize``). ``method`` and ``k`` are the tidy table's, to join the two tables on.
+    """
+    runs = {}
+    for r in tidy:
+        if r["class"] == "all" and r["metric"] in ("accuracy", "macro_f1", "fit_seconds"):
+            run = runs.setdefault(tuple(r[c] for c in ("scheme", "balance", "method", "classifier", "k")), {})
+            run[r["metric"]] = r
+    rows = [{"scheme": scheme, "representation": REPRESENTATION_NAMES[method].format(k=k), "input_mode": input_mode,
+             "classifier": classifier, "balance": balance,
+             "accuracy_mean": m["accuracy"]["mean"], "accuracy_std": m["accuracy"]["std"],
+             "macro_f1_mean": m["macro_f1"]["mean"], "macro_f1_std": m["macro_f1"]["std"],
+             "fit_seconds": m["fit_seconds"]["mean"], "n_folds": m["accuracy"]["n_folds"], "method": method, "k": k}
+            for (scheme, balance, method, classifier, k), m in runs.items()]
+    rows.sort(key=lambda r: (r["scheme"], -float(r["accuracy_mean"]), -float(r["macro_f1_mean"]),
+                             r["representation"], r["classifier"], r["balance"]))
+    for i, row in enumerate(rows):
+        first_of_scheme = i == 0 or rows[i - 1]["scheme"] != row["scheme"]
+        position = 1 if first_of_scheme else position + 1
+        tied = not first_of_scheme and float(rows[i - 1]["accuracy_mean"]) == float(row["accuracy_mean"])
+        row["rank"] = rows[i - 1]["rank"] if tied else position
     return rows
 
 

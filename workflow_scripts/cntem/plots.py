@@ -24,6 +24,12 @@ def _save(fig, path) -> None:
     plt.close(fig)
 
 
+def _accuracy_error_bars(means, stds) -> list[np.ndarray]:
+    """-std and +std bars, clipped to [0, 1]: accuracy lies there, mean +- std may not."""
+    means, stds = np.asarray(means, dtype=float), np.asarray(stds, dtype=float)
+    return [np.minimum(stds, means), np.minimum(stds, 1 - means)]
+
+
 def pick_examples(images: list[dict], per_class: int, seed: int) -> dict[str, list[dict]]:
     rng = np.random.default_rng(seed)
     by_class = {}
@@ -70,10 +76,8 @@ def accuracy_grid(metrics: dict, path, scheme: str) -> None:
             classes = m["classes"]
             means = [m["per_class_accuracy"][k]["mean"] for k in classes]
             stds = [m["per_class_accuracy"][k]["std"] for k in classes]
-            # Accuracy lies in [0, 1]: clip the +-std bars there rather than draw impossible values.
-            means, stds = np.array(means), np.array(stds)
-            bars = [np.minimum(stds, means), np.minimum(stds, 1 - means)]
-            ax.bar(range(len(classes)), means, yerr=bars, capsize=3, color=plt.cm.tab10(np.arange(len(classes))))
+            ax.bar(range(len(classes)), means, yerr=_accuracy_error_bars(means, stds), capsize=3,
+                   color=plt.cm.tab10(np.arange(len(classes))))
             for i, v in enumerate(means):  # inside the bar's foot, clear of the error bar
                 ax.text(i, 0.03, f"{100 * v:.0f}", ha="center", fontsize=8, color="white" if v > 0.1 else "black")
             ax.set_xticks(range(len(classes)), classes)
@@ -150,6 +154,29 @@ def k_study(runs: list[dict], path_accuracy, path_time, scheme: str) -> None:
         ax.legend()
         ax.grid(alpha=0.3)
         _save(fig, path)
+
+
+def method_comparison(rows: list[dict], path, scheme: str) -> None:
+    """Every cross-validated method of `scheme`, best at the top: accuracy bars (+- std over folds, clipped to
+    [0, 1]) and macro-F1 as a marker; rows: evaluate.comparison_rows (of any schemes)."""
+    rows = sorted((r for r in rows if r["scheme"] == scheme), key=lambda r: int(r["rank"]))
+    accuracy = [float(r["accuracy_mean"]) for r in rows]
+    macro_f1 = [float(r["macro_f1_mean"]) for r in rows]
+    y = np.arange(len(rows))[::-1]  # the first (best) row at the top
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.32 * len(rows)))
+    bars = ax.barh(y, accuracy, xerr=_accuracy_error_bars(accuracy, [float(r["accuracy_std"]) for r in rows]),
+                   capsize=3, color="tab:blue", label="accuracy (± std over folds)")
+    (markers,) = ax.plot(macro_f1, y, "D", color="tab:orange", markeredgecolor="black", markersize=5, zorder=3,
+                         label="macro-F1")
+    for yi, v in zip(y, accuracy):  # inside the bar's foot, clear of the error bar
+        ax.text(0.01, yi, f"{100 * v:.1f}", va="center", fontsize=7, color="white" if v > 0.1 else "black")
+    ax.set_yticks(y, [f"{r['representation']} · {r['classifier']} · {r['balance']}" for r in rows], fontsize=8)
+    ax.set_xlim(0, 1.05)
+    ax.set_xlabel(f"mean over {rows[0]['n_folds']} cross-validation folds")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(handles=[bars, markers], loc="lower left", bbox_to_anchor=(0, 1), ncol=2, fontsize=8, frameon=False)
+    ax.set_title(f"Cross-validated methods, {scheme}", fontsize=10, pad=22)
+    _save(fig, path)
 
 
 def misclassified_gallery(predictions: list[dict], images: dict, path, n: int) -> None:
