@@ -47,7 +47,6 @@ class FakeStore:
         pixels = self.entry_shape[0]
         self.settings = SimpleNamespace(n_pixels=pixels, image_size=int(np.ceil(np.sqrt(pixels))))
         self.tap_shapes = [self.entry_shape]
-        self.taps_read = []
 
     @property
     def entry_shape(self):
@@ -57,12 +56,7 @@ class FakeStore:
         values = self.data[(image_id, rotation)]
         out[...] = values if rows is None else values[rows]
 
-    def locate(self, image_id, rotation):
-        """(shard, row) of an entry: here the entries in reverse, so that reading in store order is not plan order."""
-        return 0, -list(self.data).index((image_id, rotation))
-
     def read_taps_into(self, image_id, rotation, taps_out, coords_out):
-        self.taps_read.append(image_id)
         taps_out[0][...] = self.data[(image_id, rotation)]
         coords_out[...] = 0
 
@@ -91,7 +85,6 @@ def test_kmeans_pca_encode_and_storage(tmp_path):
     assert (loaded.k, loaded.nredo, loaded.pca_dim) == (4, 5, None)
     x = VladEncoder(loaded, batch_size=4).transform_store(store, list(data))
     assert x.shape == (6, 24)
-    assert store.taps_read == [f"im{i}" for i in reversed(range(6))]  # in store order, each row still its entry's
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
     # Reused batch buffers (6 entries in batches of 4) give each entry its own encoding.
     one_by_one = [vlad(torch.from_numpy(h).float()[None], torch.from_numpy(centroids))[0].numpy() for h in data.values()]

@@ -100,29 +100,24 @@ class VladEncoder:
         """VLAD vectors (N, K * d) float32 of (id, rotation) `entries` read from a HypercolumnStore.
 
         Written batch by batch into `out` (an array or an HDF5 dataset of that shape) when given,
-        so that memory stays flat in N; else returned as a new array. Row i is entry i's vector.
+        so that memory stays flat in N; else returned as a new array.
         """
         from tqdm import tqdm
 
         if out is None:
             out = np.empty((len(entries), self.dim), np.float32)
-        # Entries are read in the order the shards hold them: a store larger than the page cache is then
-        # read sequentially (on the development machine's disk ~5x the throughput of reading in plan order).
-        order = sorted(range(len(entries)), key=lambda i: store.locate(*entries[i]))
         # Batch buffers are allocated once and filled straight from the shards.
         taps = [np.empty((self.batch_size, *shape), np.float16) for shape in store.tap_shapes]
         coords = np.empty((self.batch_size, store.settings.n_pixels, 2), np.int16)
         bar = tqdm(total=len(entries), desc="VLAD", unit="img", disable=not progress)
         for start in range(0, len(entries), self.batch_size):
-            rows = np.array(order[start:start + self.batch_size])
-            for slot, i in enumerate(rows):
-                store.read_taps_into(*entries[i], [t[slot] for t in taps], coords[slot])
-            n = len(rows)
+            chunk = entries[start:start + self.batch_size]
+            for row, (image_id, rotation) in enumerate(chunk):
+                store.read_taps_into(image_id, rotation, [t[row] for t in taps], coords[row])
+            n = len(chunk)
             batch = StoredTaps([torch.from_numpy(t[:n]).to(self.device).float() for t in taps], coords[:n],
                                store.settings.image_size)
-            vectors = self.transform_taps(batch).cpu().numpy()
-            ascending = np.argsort(rows)  # HDF5 datasets take a list of rows in increasing order
-            out[rows[ascending]] = vectors[ascending]
+            out[start:start + n] = self.transform_taps(batch).cpu().numpy()
             bar.update(n)
         bar.close()
         return out
