@@ -21,6 +21,7 @@ include: "rules/data.smk"
 include: "rules/hypercolumns.smk"
 include: "rules/learning.smk"
 include: "rules/evaluation.smk"
+include: "rules/selection.smk"
 include: "rules/model.smk"
 
 

@@ -38,12 +38,12 @@ def assembled_path(encoder: VladEncoder, store, entries) -> np.ndarray:
     """VLAD of the assembled hypercolumns, batch by batch, as the encoder did before it worked on maps."""
     d = encoder.dictionary
     centroids = torch.from_numpy(d.centroids_)
-    batch = np.empty((encoder.batch_size, *store.entry_shape), np.float32)
+    batch = np.empty((encoder.batch_size, *store.view_shape), np.float32)
     out = []
     for start in range(0, len(entries), encoder.batch_size):
         chunk = entries[start:start + encoder.batch_size]
-        for row, (image_id, rotation) in enumerate(chunk):
-            store.read_hypercolumns_into(image_id, rotation, batch[row])
+        for row, [view] in enumerate(store.entry_views(chunk)):  # squashed entries: one view each
+            store.read_hypercolumns_into(view, batch[row])
         x = torch.from_numpy(batch[:len(chunk)])
         if d.pca_components_ is not None:
             rows = torch.from_numpy(d.pca_components_)

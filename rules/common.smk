@@ -10,7 +10,9 @@ from snakemake.utils import validate
 
 from cntem.classify import NAMES as CLASSIFIER_NAMES
 from cntem.config import config_digest, consistency_problems, schema_problems
+from cntem.evaluate import ROTATION_AVERAGED
 from cntem.schemes import class_tree, resolve_scheme, scheme_classes
+from cntem.selection import candidate_methods, parse_candidate
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 
@@ -30,6 +32,11 @@ CONFIG_DIGEST = config_digest(config)
 SCHEMES = config["schemes"]
 STRATEGIES = config["balance"]["strategies"]
 FOLDS = list(range(config["cv"]["folds"]))
+# Repeated CV: cv.repeats fold assignments, each a full K-fold. A run's per-split targets are fold<split>, split =
+# repeat x folds + fold (cntem.folds.split_index): with one repeat (the paper) SPLITS are FOLDS, paths unchanged.
+# The figures that show one pass over the images (t-SNE, misclassified) use repeat 0's FOLDS.
+REPEATS = config["cv"]["repeats"]
+SPLITS = list(range(REPEATS * len(FOLDS)))
 K_MAIN = config["k"]
 K_VALUES = sorted(set(config["k_values"]) | {K_MAIN})
 CLASSIFIERS = config["classifiers"]
@@ -37,6 +44,13 @@ MODEL_SCHEME = config["model"]["scheme"] or SCHEMES[0]
 MAIN_STRATEGY = "rotate" if "rotate" in STRATEGIES else STRATEGIES[0]
 # Beyond the paper: the pooled hypercolumn cross-validated with every classifier (method "pooled").
 POOLED = config["representations"]["pooled"]
+# Beyond the paper: test-time rotation averaging (evaluation.rotation_averaging: true for every balance strategy, or
+# a list of them) of the runs rotation_averaged_runs names. Their fold files (VLAD at K, pooled hypercolumns) and the
+# baseline also hold each validation image's rotated copies, which XGBoost (and the baseline) predict.
+TTA_BALANCES = (STRATEGIES if config["evaluation"]["rotation_averaging"] is True
+                else list(config["evaluation"]["rotation_averaging"] or []))
+TTA_ENCODED = (f"k{K_MAIN}", "pooled")
+TTA = "_tta"  # the method wildcard's suffix of a rotation-averaged run: its folds' predictions_tta.tsv
 try:
     CORES = workflow.cores
 except WorkflowError:  # --report, --lint and cluster runs may parse the workflow without --cores
@@ -46,7 +60,23 @@ except WorkflowError:  # --report, --lint and cluster runs may parse the workflo
 LEARNING_THREADS = max(1, CORES // 2)
 # What each extraction computes: batch size and device change only its speed, so they are not
 # rule params (a params change would re-extract every shard).
-EXTRACTION = {key: config["hypercolumns"][key] for key in ("taps", "density", "image_size", "resize", "seed")}
+EXTRACTION = {key: config["hypercolumns"][key] for key in ("taps", "density", "image_size", "input_mode",
+                                                        "max_side", "seed")}
+# Input modes (what the network sees of a micrograph): the main one (hypercolumns.input_mode: every run above) and,
+# beyond the paper, representations.input_modes, each with its own shard store and runs named "<mode>-<method>".
+MAIN_MODE = config["hypercolumns"]["input_mode"]
+OTHER_MODES = [m for m in config["representations"]["input_modes"] if m != MAIN_MODE]
+INPUT_MODES = [MAIN_MODE, *OTHER_MODES]
+
+
+# Run methods by representation, in the main input mode or (prefixed) another one.
+MODE_PREFIX = "(" + "|".join(f"{m}-" for m in OTHER_MODES) + ")?" if OTHER_MODES else ""
+VLAD_METHOD, POOLED_METHOD, BASELINE_METHOD = (MODE_PREFIX + m for m in (r"k\d+", "pooled", "baseline"))
+
+
+def extraction(mode):
+    """What an extraction in input mode `mode` computes (a rule's params: a change re-extracts)."""
+    return {**EXTRACTION, "input_mode": mode}
 
 
 wildcard_constraints:
@@ -55,8 +85,9 @@ wildcard_constraints:
     k=r"\d+",
     fold=r"\d+",
     classifier="|".join(CLASSIFIER_NAMES),
-    method=r"k\d+|baseline|pooled",
+    method=MODE_PREFIX + r"(k\d+|baseline|pooled)(_tta)?",
     shard=r"\d+",
+    input_mode="|".join(INPUT_MODES),
 
 
 def data_inputs():
@@ -84,9 +115,9 @@ def data_fingerprint():
 
 
 # ------------------------------------------------------------------- hypercolumn shards
-def manifest_shards():
-    """Each shard's manifest rows, once the manifest checkpoint has run."""
-    path = checkpoints.hypercolumn_manifest.get().output.manifest
+def manifest_shards(mode):
+    """Each shard's manifest rows in input mode `mode`, once its manifest checkpoint has run."""
+    path = checkpoints.hypercolumn_manifest.get(input_mode=mode).output.manifest
     return _shards_of(path, Path(path).stat().st_mtime_ns)
 
 
@@ -102,15 +133,38 @@ def _shards_of(path, mtime_ns):
 
 def shard_members(wildcards):
     """Entries of one shard as a sorted string: a params value, so a changed shard reruns."""
-    return ";".join(sorted(f"{r['id']}@{r['rotation']}" for r in manifest_shards()[int(wildcards.shard)]))
+    rows = manifest_shards(wildcards.input_mode)[int(wildcards.shard)]
+    return ";".join(sorted(f"{r['id']}@{r['rotation']}" for r in rows))
 
 
 def shard_images(wildcards):
-    return sorted({r["path"] for r in manifest_shards()[int(wildcards.shard)]})
+    return sorted({r["path"] for r in manifest_shards(wildcards.input_mode)[int(wildcards.shard)]})
 
 
-def all_shards(wildcards=None):
-    return [f"results/hypercolumns/shard-{s:03d}.h5" for s in sorted(manifest_shards())]
+def mode_shards(mode):
+    """Every shard of input mode `mode`."""
+    return [f"results/hypercolumns/{mode}/shard-{s:03d}.h5" for s in sorted(manifest_shards(mode))]
+
+
+def method_shards(wildcards):
+    """The shards a run method reads: those of its input mode."""
+    return mode_shards(method_mode(wildcards.method))
+
+
+def method_mode(method):
+    """The input mode of a run method: the main one, or that of its "<mode>-" prefix."""
+    prefix, _, rest = method.rpartition("-")
+    return prefix or MAIN_MODE
+
+
+def mode_method(mode, method):
+    """The run method `method` (k<K>, pooled, baseline) in input mode `mode`."""
+    return method if mode == MAIN_MODE else f"{mode}-{method}"
+
+
+def vlad_k(wildcards):
+    """K of a VLAD run method ("k50", "tiles-k50")."""
+    return int(wildcards.method.rpartition("-")[2][1:])
 
 
 # ------------------------------------------------------------------------- runs
@@ -121,6 +175,9 @@ def evaluation_runs():
     K study (ESI Fig. S1/S2): every classifier at every K, with the main balance strategy.
     With representations.pooled: every classifier on the pooled hypercolumns, with the main balance strategy.
     Every classifier but hierarchical on a scheme whose classes form no tree (scheme_classifiers).
+    With evaluation.rotation_averaging: rotation_averaged_runs.
+    In each of OTHER_MODES, with the main balance strategy: every classifier on VLAD at K and (representations.pooled)
+    on the pooled hypercolumns, and the baseline.
     """
     runs = set()
     for s in SCHEMES:
@@ -129,7 +186,29 @@ def evaluation_runs():
         runs |= {(s, MAIN_STRATEGY, f"k{k}", c) for k, c in k_study_runs(s)}
         if POOLED:
             runs |= {(s, MAIN_STRATEGY, "pooled", c) for c in scheme_classifiers(s)}
+        runs |= set(rotation_averaged_runs(s))
+        for mode in OTHER_MODES:
+            runs |= {(s, MAIN_STRATEGY, mode_method(mode, m), c) for m, c in other_mode_runs(s)}
     return sorted(runs)
+
+
+def other_mode_runs(scheme):
+    """(method, classifier) of a scheme's runs in each input mode of OTHER_MODES."""
+    methods = [f"k{K_MAIN}", *(["pooled"] if POOLED else [])]
+    return [(m, c) for m in methods for c in scheme_classifiers(scheme)] + [("baseline", "linear_softmax")]
+
+
+def rotation_averaged_runs(scheme):
+    """The runs evaluated a second time with each validation image's probabilities averaged over its four rotations,
+    from the same fold jobs (method <method>_tta; no refit): at each balance strategy of TTA_BALANCES, XGBoost at K
+    and the baseline (the paper's main comparison), and XGBoost on the pooled hypercolumns where those are
+    cross-validated. Only their fold jobs predict rotated copies (rules train_classifier_tta, train_baseline_tta)."""
+    runs = []
+    for b in TTA_BALANCES:
+        runs += [(scheme, b, f"k{K_MAIN}{TTA}", "xgboost"), (scheme, b, f"baseline{TTA}", "linear_softmax")]
+        if POOLED and b == MAIN_STRATEGY and "xgboost" in scheme_classifiers(scheme):
+            runs.append((scheme, b, f"pooled{TTA}", "xgboost"))
+    return runs
 
 
 def scheme_classifiers(scheme):
@@ -149,8 +228,9 @@ def run_dir(scheme, balance, method):
 
 
 def is_vlad(method):
-    """Whether a run's method is VLAD of hypercolumns at some K ("k<K>"), which has a dictionary per fold."""
-    return method.startswith("k")
+    """Whether a run's method is VLAD of hypercolumns at some K ("k<K>", "<mode>-k<K>"), which has a dictionary per
+    fold."""
+    return method.rpartition("-")[2].startswith("k")
 
 
 # The tidy table's name of each method other than VLAD ("hcol", with its K in the k column).
@@ -158,10 +238,16 @@ TIDY_METHODS = {"baseline": "baseline", "pooled": "pooled_hcol"}
 
 
 def run_descriptions(runs):
-    """The tidy table's columns of each run: which representation (hcol: VLAD at K; pooled_hcol; the baseline)
-    and classifier."""
-    return [{"scheme": s, "balance": b, "classifier": c, "method": "hcol" if is_vlad(m) else TIDY_METHODS[m],
-             "k": m[1:] if is_vlad(m) else ""} for s, b, m, c in runs]
+    """The tidy table's columns of each run: which representation (hcol: VLAD at K; pooled_hcol; the baseline),
+    with ROTATION_AVERAGED (+tta) when rotation-averaged, and classifier."""
+    descriptions = []
+    for s, b, m, c in runs:
+        name = m.rpartition("-")[2]  # without its input mode's prefix
+        base = name.removesuffix(TTA)
+        method = ("hcol" if is_vlad(base) else TIDY_METHODS[base]) + (ROTATION_AVERAGED if name != base else "")
+        descriptions.append({"scheme": s, "balance": b, "input_mode": method_mode(m), "classifier": c,
+                             "method": method, "k": base[1:] if is_vlad(base) else ""})
+    return descriptions
 
 
 def metrics_files(runs):
@@ -179,27 +265,132 @@ def main_metrics(wildcards):
 
 
 def evaluation_inputs(wildcards):
-    """One run's per-fold predictions and fits, and what its leakage check reads."""
-    run = run_dir(wildcards.scheme, wildcards.balance, wildcards.method)
-    per_fold = lambda name: [f"{run}/fold{f}/{wildcards.classifier}/{name}" for f in FOLDS]  # noqa: E731
-    return {"predictions": per_fold("predictions.tsv"), "fits": per_fold("fit.json"),
+    """One run's per-fold predictions and fits, and what its leakage check reads. A rotation-averaged run (<method>_tta)
+    reads its method's fold jobs: their averaged predictions, and the same fits."""
+    method = wildcards.method.removesuffix(TTA)
+    run = run_dir(wildcards.scheme, wildcards.balance, method)
+    per_fold = lambda name: [f"{run}/fold{f}/{wildcards.classifier}/{name}" for f in SPLITS]  # noqa: E731
+    predictions = "predictions.tsv" if method == wildcards.method else "predictions_tta.tsv"
+    return {"predictions": per_fold(predictions), "fits": per_fold("fit.json"),
             "plan": f"results/{wildcards.scheme}/{wildcards.balance}/plan.tsv",
             "folds": f"results/{wildcards.scheme}/folds.tsv",
-            "dictionaries": [f"{run}/fold{f}/dictionary.h5" for f in FOLDS] if is_vlad(wildcards.method) else []}
+            "dictionaries": [f"{run}/fold{f}/dictionary.h5" for f in SPLITS] if is_vlad(method) else []}
 
 
 def encoded_fold(wildcards):
     """The file of one fold's entries in the run's representation: VLAD at K or the pooled hypercolumns."""
-    fold = f"{run_dir(wildcards.scheme, wildcards.balance, wildcards.method)}/fold{wildcards.fold}"
-    return f"{fold}/vlad.h5" if is_vlad(wildcards.method) else f"{fold}/pooled_hypercolumns.h5"
+    return encoded_file(wildcards.scheme, wildcards.balance, wildcards.method, wildcards.fold)
 
 
-def model_representation():
-    """What the final model's representation is made of (train_model's params: a change retrains it). A
-    model of pooled hypercolumns has no dictionary, so editing K or the VLAD settings leaves it as it is."""
-    if config["model"]["representation"] == "pooled":
-        return {"representation": "pooled"}
-    return {"representation": "vlad", "k": K_MAIN, "dictionary": config["dictionary"], "vlad": config["vlad"]}
+def encoded_file(scheme, balance, method, fold):
+    fold = f"{run_dir(scheme, balance, method)}/fold{fold}"
+    return f"{fold}/vlad.h5" if is_vlad(method) else f"{fold}/pooled_hypercolumns.h5"
+
+
+def representation_settings(method):
+    """What a model's representation of a run method (k<K>: VLAD at K; pooled; either with a "<mode>-" prefix) is
+    made of (train_model's params: a change retrains it). A model of pooled hypercolumns has no dictionary, so
+    editing K or the VLAD settings leaves it as it is."""
+    mode, base = method_mode(method), method.rpartition("-")[2]
+    if base == "pooled":
+        return {"representation": "pooled", "input_mode": mode}
+    return {"representation": "vlad", "input_mode": mode, "k": int(base[1:]), "dictionary": config["dictionary"],
+            "vlad": config["vlad"]}
+
+
+def model_shards(wildcards):
+    """train_model's shards, named shards_<mode> for each input mode the model may use: the main one, and with
+    model.method auto those of the candidates."""
+    modes = {MAIN_MODE}
+    if config["model"]["method"] == "auto":
+        modes |= {method_mode(m) for m in candidate_methods(selection_candidates(MODEL_SCHEME))}
+    return {f"shards_{mode}": mode_shards(mode) for mode in sorted(modes)}
+
+
+def model_params():
+    """train_model's params. model.method explicit: model.representation (VLAD at K, or pooled) with
+    model.classifier. auto: every candidate of the model scheme's selection, which the job picks from
+    results/nested.json (the plain-CV winner)."""
+    model = config["model"]
+    if model["method"] == "explicit":
+        method = "pooled" if model["representation"] == "pooled" else f"k{K_MAIN}"
+        return {"representation": representation_settings(method), "classifier": model["classifier"],
+                "classifier_settings": config[model["classifier"]]}
+    candidates = {}
+    for name in selection_candidates(MODEL_SCHEME):
+        method, classifier = parse_candidate(name)
+        candidates[name] = {"representation": representation_settings(method), "classifier": classifier,
+                            "classifier_settings": config[classifier]}
+    return {"method": "auto", "candidates": candidates}
+
+
+# ------------------------------------------------------------------------- selection
+def nested_schemes():
+    """Schemes whose selection runs: every scheme with selection.nested, and the model's with model.method auto."""
+    if config["selection"]["nested"]:
+        return SCHEMES
+    return [MODEL_SCHEME] if config["model"]["method"] == "auto" else []
+
+
+def all_candidates(scheme):
+    """Every deployable method cross-validated on a scheme at the main balance strategy, as "<method>/<classifier>":
+    the paper's (VLAD at k with XGBoost) first, then the K study's in its order, then the pooled hypercolumns'
+    (representations.pooled), then those of the other input modes (representations.input_modes). The baseline is no
+    candidate: a model cannot deploy it."""
+    names = [f"k{k}/{c}" for k, c in k_study_runs(scheme)]
+    names += [f"pooled/{c}" for c in scheme_classifiers(scheme)] if POOLED else []
+    names += [f"{mode_method(mode, m)}/{c}" for mode in OTHER_MODES for m, c in other_mode_runs(scheme)
+              if m != "baseline"]
+    return sorted(names, key=lambda name: name != f"k{K_MAIN}/xgboost")  # stable: the rest keep their order
+
+
+def selection_candidates(scheme):
+    """The candidates of a scheme's selection, in the order ties are broken by: selection.candidates (those
+    cross-validated on the scheme, e.g. no hierarchical on 4class) or all_candidates."""
+    wanted = config["selection"]["candidates"]
+    return all_candidates(scheme) if wanted is None else [n for n in wanted if n in all_candidates(scheme)]
+
+
+def selection_classifiers(scheme):
+    """The classifiers of a scheme's candidates, each once."""
+    return list(dict.fromkeys(parse_candidate(name)[1] for name in selection_candidates(scheme)))
+
+
+def selection_problems():
+    """selection.candidates that name no cross-validated run, or leave a nested scheme none: stopped now, like the
+    config, not after extraction."""
+    problems = []
+    wanted, runs = config["selection"]["candidates"] or [], {n for s in SCHEMES for n in all_candidates(s)}
+    for name in (n for n in wanted if n not in runs):
+        problems.append(f"selection.candidates: {name!r} is not cross-validated at the main balance strategy; "
+                        f"candidates: {', '.join(sorted(runs))}")
+    for scheme in (s for s in nested_schemes() if not selection_candidates(s)):
+        problems.append(f"selection.candidates: none is cross-validated on scheme {scheme!r}")
+    return problems
+
+
+_stop_on(selection_problems())
+
+
+def selection_inputs(wildcards):
+    """One outer split's candidates: their encoded training rows (one file per representation), and their outer
+    predictions and fits of the split (to score the one chosen)."""
+    scheme, fold = wildcards.scheme, wildcards.fold
+    candidates = [parse_candidate(n) for n in selection_candidates(scheme)]
+    per_candidate = lambda name: [f"{run_dir(scheme, MAIN_STRATEGY, m)}/fold{fold}/{c}/{name}"  # noqa: E731
+                                  for m, c in candidates]
+    return {"encoded": [encoded_file(scheme, MAIN_STRATEGY, m, fold)
+                        for m in candidate_methods(selection_candidates(scheme))],
+            "predictions": per_candidate("predictions.tsv"), "fits": per_candidate("fit.json"),
+            "plan": f"results/{wildcards.scheme}/{MAIN_STRATEGY}/plan.tsv",
+            "folds": f"results/{wildcards.scheme}/folds.tsv"}
+
+
+def selection_descriptions():
+    """Per nested scheme, each candidate's row keys in results/comparison.tsv (scheme, balance, method, classifier,
+    k)."""
+    return {s: {n: run_descriptions([(s, MAIN_STRATEGY, *parse_candidate(n))])[0] for n in selection_candidates(s)}
+            for s in nested_schemes()}
 
 
 # ------------------------------------------------------------------------- targets
@@ -216,6 +407,8 @@ def figure_targets():
 def all_outputs():
     outputs = ["results/metrics.tsv", "results/comparison.tsv", "results/leakage_check.txt", "results/software_versions.tsv", "results/config.yaml",
                *figure_targets(), f"results/model/{MODEL_SCHEME}/model.json"]
+    if nested_schemes():
+        outputs.append("results/nested.tsv")
     if config["predict"]["input"]:
         outputs.append("results/predictions/predictions.csv")
     return outputs

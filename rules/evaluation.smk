@@ -7,6 +7,8 @@ rule evaluate:
     output:
         metrics="results/{scheme}/{balance}/{method}/{classifier}/metrics.json",
         leakage="results/{scheme}/{balance}/{method}/{classifier}/leakage.txt",
+    params:
+        repeats=REPEATS,
     log:
         "results/logs/{scheme}/{balance}/{method}/{classifier}/evaluate.log",
     conda:
@@ -36,8 +38,6 @@ rule compare_methods:
         metrics="results/metrics.tsv",
     output:
         report("results/comparison.tsv", category="2. Metrics", caption="../report/comparison.rst"),
-    params:
-        input_mode=config["hypercolumns"]["resize"],
     log:
         "results/logs/compare_methods.log",
     conda:

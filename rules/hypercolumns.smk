@@ -1,4 +1,5 @@
-"""Stage 2: VGG16 hypercolumns for every (image, rotation) any balancing plan uses, in HDF5 shards."""
+"""Stage 2: VGG16 hypercolumns for every (image, rotation) any balancing plan uses, in HDF5 shards: one store per
+input mode (hypercolumns.input_mode, and representations.input_modes)."""
 
 
 checkpoint hypercolumn_manifest:
@@ -8,12 +9,14 @@ checkpoint hypercolumn_manifest:
         plans=expand("results/{scheme}/{balance}/{plan}.tsv", scheme=SCHEMES, balance=STRATEGIES,
                      plan=["plan", "model_plan"]),
     output:
-        manifest="results/hypercolumns/manifest.tsv",
+        manifest="results/hypercolumns/{input_mode}/manifest.tsv",
     params:
-        extraction=EXTRACTION,
+        extraction=lambda wildcards: extraction(wildcards.input_mode),
         shards=config["hypercolumns"]["shards"],
+        # rotation averaging is evaluated in the main input mode only: the other stores skip the rotated copies
+        rotation_averaging=lambda wildcards: wildcards.input_mode == MAIN_MODE,
     log:
-        "results/logs/hypercolumn_manifest.log",
+        "results/logs/hypercolumns/{input_mode}/manifest.log",
     conda:
         "../envs/cntem.yaml"
     script:
@@ -21,9 +24,9 @@ checkpoint hypercolumn_manifest:
 
 
 rule hypercolumns:
-    """Target: every hypercolumn shard (e.g. `snakemake --cores all hypercolumns`)."""
+    """Target: every hypercolumn shard of every input mode (e.g. `snakemake --cores all hypercolumns`)."""
     input:
-        all_shards,
+        lambda wildcards: [shard for mode in INPUT_MODES for shard in mode_shards(mode)],
 
 
 rule extract_hypercolumns:
@@ -31,19 +34,19 @@ rule extract_hypercolumns:
         # The shard's own images only: adding images elsewhere leaves this job up to date.
         images=shard_images,
     output:
-        shard="results/hypercolumns/shard-{shard}.h5",
+        shard="results/hypercolumns/{input_mode}/shard-{shard}.h5",
     params:
         members=shard_members,
-        manifest="results/hypercolumns/manifest.tsv",
-        extraction=EXTRACTION,
+        manifest="results/hypercolumns/{input_mode}/manifest.tsv",
+        extraction=lambda wildcards: extraction(wildcards.input_mode),
         weights=config["weights"],
     threads: CORES
     resources:
         gpu=1,
     benchmark:
-        "results/benchmarks/extract_hypercolumns/shard-{shard}.tsv"
+        "results/benchmarks/extract_hypercolumns/{input_mode}/shard-{shard}.tsv"
     log:
-        "results/logs/hypercolumns/shard-{shard}.log",
+        "results/logs/hypercolumns/{input_mode}/shard-{shard}.log",
     conda:
         "../envs/cntem.yaml"
     script:

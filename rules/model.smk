@@ -3,16 +3,16 @@
 
 rule train_model:
     input:
-        shards=all_shards,
+        unpack(model_shards),
         plan=f"results/{{scheme}}/{MAIN_STRATEGY}/model_plan.tsv",
         folds="results/{scheme}/folds.tsv",
+        # model.method auto: the selection's winner, from the plain CV of all candidates
+        selection=["results/nested.json"] if config["model"]["method"] == "auto" else [],
     output:
         model="results/model/{scheme}/model.json",
     params:
         # Only what changes the model: editing predict.input or report.* must not retrain it.
-        representation=model_representation(),
-        classifier=config["model"]["classifier"],
-        classifier_settings=config[config["model"]["classifier"]],
+        **model_params(),
     threads: LEARNING_THREADS
     resources:
         gpu=1,
@@ -38,6 +38,9 @@ rule predict:
     params:
         weights=config["weights"],
         taps=config["hypercolumns"]["taps"],
+        # the input mode the model must have been trained in: the config's, unless the selection chose it (auto)
+        input_mode=config["hypercolumns"]["input_mode"] if config["model"]["method"] == "explicit" else None,
+        rotation_averaging=config["predict"]["rotation_averaging"],
     resources:
         gpu=1,
     benchmark:

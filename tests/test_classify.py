@@ -273,9 +273,14 @@ def test_run_leakage_records_read_each_fold_s_validation_and_fitted_sets():
     records = run_leakage_records("s/rotate/k8/xgboost", plan, folds, fits, [["b"], ["a"]])
     assert [r["name"] for r in records] == ["s/rotate/k8/xgboost/fold0", "s/rotate/k8/xgboost/fold1"]
     assert records[0]["val_ids"] == {"a"} and records[0]["val_groups"] == {"ga"}
-    assert records[0]["fitted"] == {"classifier": ["b"], "early stopping": ["gb"], "dictionary/PCA": ["b"]}
-    assert records[1]["fitted"] == {"classifier": ["a"], "dictionary/PCA": ["a"]}
+    # ids count with their groups: a twin or tile of a validation image is leakage too
+    assert records[0]["fitted"] == {"classifier": {"b", "gb"}, "early stopping": {"gb"}, "dictionary/PCA": {"b", "gb"}}
+    assert records[1]["fitted"] == {"classifier": {"a", "ga"}, "dictionary/PCA": {"a", "ga"}}
     assert len(check_leakage(records)) == 2
+    # c, a twin of validation image a in its group ga, fitted fold 0's classifier: caught
+    twins = folds + [{"id": "c", "group": "ga"}]
+    with pytest.raises(LeakageError, match="fold0: classifier"):
+        check_leakage(run_leakage_records("run", plan, twins, [{"train_ids": ["b", "c"]}, fits[1]], [["b"], ["a"]]))
     # fold 1's dictionary fitted on its validation image b: caught
     with pytest.raises(LeakageError, match="fold1: dictionary/PCA"):
         check_leakage(run_leakage_records("run", plan, folds, fits, [["b"], ["b"]]))

@@ -4,15 +4,18 @@ import random
 from cntem.evaluate import COMPARISON_COLUMNS, comparison_rows
 
 
-def tidy_run(scheme, balance, method, classifier, k, accuracy, macro_f1, fit_seconds, n_folds="5"):
-    """The tidy table's rows of one run as read back from metrics.tsv (strings), with the rows comparison ignores."""
-    base = {"scheme": scheme, "balance": balance, "method": method, "classifier": classifier, "k": k,
-            "n_folds": n_folds, "config": "abc123"}
-    rows = [{**base, "metric": metric, "class": "all", "mean": mean, "std": std}
+def tidy_run(scheme, balance, method, classifier, k, accuracy, macro_f1, fit_seconds, n_folds="5", n_repeats="1",
+             input_mode="squash"):
+    """The tidy table's rows of one run as read back from metrics.tsv (strings), with the rows comparison ignores;
+    the std across repeats is a tenth of the std over splits."""
+    base = {"scheme": scheme, "balance": balance, "input_mode": input_mode, "method": method, "classifier": classifier, "k": k,
+            "n_folds": n_folds, "n_repeats": n_repeats, "config": "abc123"}
+    rows = [{**base, "metric": metric, "class": "all", "mean": mean, "std": std, "repeat_std": f"{float(std) / 10:.6f}"}
             for metric, (mean, std) in [("accuracy", accuracy), ("macro_f1", macro_f1), ("fit_seconds", fit_seconds),
                                         ("predict_seconds", ("0.010000", "0.001000")),
                                         ("stage1_accuracy", ("0.990000", "0.010000"))]]
-    return rows + [{**base, "metric": "class_accuracy", "class": c, "mean": "0.123000", "std": "0.050000"}
+    return rows + [{**base, "metric": "class_accuracy", "class": c, "mean": "0.123000", "std": "0.050000",
+                    "repeat_std": "0.005000"}
                    for c in ("Cl", "Fi")]
 
 
@@ -22,7 +25,7 @@ TIDY = [
     *tidy_run("4class", "rotate", "hcol", "adaboost", "10", ("0.400000", "0.100000"), ("0.300000", "0.080000"),
               ("3.000000", "0.200000")),
     *tidy_run("4class", "rotate", "hcol", "xgboost", "50", ("0.900000", "0.030000"), ("0.850000", "0.020000"),
-              ("20.000000", "2.000000")),
+              ("20.000000", "2.000000"), n_repeats="3"),
     *tidy_run("4class", "none", "baseline", "linear_softmax", "", ("0.950000", "0.080000"), ("0.940000", "0.010000"),
               ("0.500000", "0.100000")),
     *tidy_run("4class", "rotate", "pooled_hcol", "random_forest", "", ("0.900000", "0.060000"),
@@ -34,7 +37,7 @@ TIDY = [
 
 def test_one_row_per_run_sorted_by_scheme_then_accuracy_with_ranks_per_scheme():
     shuffled = random.Random(0).sample(TIDY, len(TIDY))
-    rows = comparison_rows(shuffled, "squash")
+    rows = comparison_rows(shuffled)
     assert [(r["scheme"], r["representation"], r["classifier"], r["balance"], r["rank"]) for r in rows] == [
         ("4class", "VGG16 pooled top layer (baseline)", "linear_softmax", "none", 1),
         # equal accuracy: one rank, the higher macro-F1 first
@@ -44,16 +47,40 @@ def test_one_row_per_run_sorted_by_scheme_then_accuracy_with_ranks_per_scheme():
         ("8class", "pooled hypercolumns", "xgboost", "rotate", 1),
         ("8class", "VLAD of hypercolumns, K=50", "xgboost", "rotate", 2),
     ]
-    assert rows == comparison_rows(TIDY, "squash")  # the order of the tidy table does not matter
+    assert rows == comparison_rows(TIDY)  # the order of the tidy table does not matter
 
 
 def test_rows_carry_the_tidy_tables_means_stds_fit_seconds_and_keys():
-    rows = comparison_rows(TIDY, "squash")
+    rows = comparison_rows(TIDY)
     assert all(set(r) == set(COMPARISON_COLUMNS) for r in rows)
     vlad = next(r for r in rows if r["scheme"] == "4class" and r["k"] == "50")
     assert vlad == {"scheme": "4class", "rank": 2, "representation": "VLAD of hypercolumns, K=50",
                     "input_mode": "squash", "classifier": "xgboost", "balance": "rotate",
-                    "accuracy_mean": "0.900000", "accuracy_std": "0.030000",
-                    "macro_f1_mean": "0.850000", "macro_f1_std": "0.020000",
-                    "fit_seconds": "20.000000", "n_folds": "5", "method": "hcol", "k": "50"}
-    assert {r["input_mode"] for r in comparison_rows(TIDY, "center_crop")} == {"center_crop"}
+                    "accuracy_mean": "0.900000", "accuracy_std": "0.030000", "accuracy_repeat_std": "0.003000",
+                    "macro_f1_mean": "0.850000", "macro_f1_std": "0.020000", "macro_f1_repeat_std": "0.002000",
+                    "fit_seconds": "20.000000", "n_folds": "5", "n_repeats": "3", "method": "hcol", "k": "50"}
+    # The same method in another input mode is a run of its own, ranked with the rest.
+    tiles = tidy_run("8class", "rotate", "pooled_hcol", "xgboost", "", ("0.950000", "0.020000"),
+                     ("0.900000", "0.030000"), ("9.000000", "0.500000"), input_mode="tiles")
+    eight = [r for r in comparison_rows(TIDY + tiles) if r["scheme"] == "8class"]
+    assert [(r["input_mode"], r["representation"], r["rank"]) for r in eight] == [
+        ("tiles", "pooled hypercolumns", 1), ("squash", "pooled hypercolumns", 2),
+        ("squash", "VLAD of hypercolumns, K=50", 3)]
+
+
+def test_rotation_averaged_runs_are_methods_of_their_own():
+    """A run evaluated with rotation averaging (tidy method <method>+tta) is its own row beside the run of the same
+    fits, named as its representation averaged over 4 rotations."""
+    tta = [*tidy_run("4class", "rotate", "hcol+tta", "xgboost", "50", ("0.920000", "0.020000"),
+                     ("0.870000", "0.020000"), ("20.000000", "2.000000")),
+           *tidy_run("4class", "none", "baseline+tta", "linear_softmax", "", ("0.960000", "0.070000"),
+                     ("0.950000", "0.010000"), ("0.500000", "0.100000")),
+           *tidy_run("8class", "rotate", "pooled_hcol+tta", "xgboost", "", ("0.860000", "0.020000"),
+                     ("0.810000", "0.030000"), ("4.000000", "0.500000"))]
+    rows = comparison_rows(TIDY + tta)
+    named = {(r["scheme"], r["method"], r["k"]): r["representation"] for r in rows}
+    assert named[("4class", "hcol+tta", "50")] == "VLAD of hypercolumns, K=50, averaged over 4 rotations"
+    assert named[("4class", "hcol", "50")] == "VLAD of hypercolumns, K=50"
+    assert named[("4class", "baseline+tta", "")] == "VGG16 pooled top layer (baseline), averaged over 4 rotations"
+    assert named[("8class", "pooled_hcol+tta", "")] == "pooled hypercolumns, averaged over 4 rotations"
+    assert len(rows) == len(comparison_rows(TIDY)) + 3

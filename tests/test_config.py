@@ -37,7 +37,7 @@ def effective_config(checkout, *configfiles, extra=()):
     return yaml.safe_load((checkout / "results" / "config.yaml").read_text())
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "niosh.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "niosh.yaml", "beyond.yaml"])
 def test_shipped_configs_are_valid(name):
     config = with_defaults(load(name))
     assert consistency_problems(config) == []
@@ -47,13 +47,18 @@ def test_niosh_config_is_the_papers_protocol_key_by_key(checkout):
     config = effective_config(checkout, "config/niosh.yaml")
     hc = config["hypercolumns"]
     assert hc["taps"] == PAPER_TAPS and hc["density"] == 0.1
-    assert hc["image_size"] == 224 and hc["resize"] == "squash"
+    assert hc["image_size"] == 224 and hc["input_mode"] == "squash" and hc["max_side"] == 1024
     assert config["k"] == 50 and config["k_values"] == [10, 20, 50, 100, 200, 300]
     assert config["vlad"] == {"pca_dim": None, "pca_whiten": False, "power_norm": False}  # full 73,600-d VLAD
     assert config["model"]["classifier"] == "xgboost" and config["classifiers"][0] == "xgboost"
     # VLAD against the baseline only, and a model of VLADs: no representation beyond the paper's
-    assert config["representations"] == {"pooled": False} and config["model"]["representation"] == "vlad"
-    assert config["cv"]["folds"] == 5
+    assert config["representations"] == {"pooled": False, "input_modes": []}
+    assert config["model"]["representation"] == "vlad"
+    # each validation image and each new image predicted once, as it is: no rotation averaging
+    assert config["evaluation"] == {"rotation_averaging": False} and config["predict"]["rotation_averaging"] is False
+    assert config["cv"] == {"folds": 5, "seed": 42, "repeats": 1}  # one 5-fold assignment
+    # no nested selection, and the deployed model is the paper's method as stated, not a selection's winner
+    assert config["selection"]["nested"] is False and config["model"]["method"] == "explicit"
     assert config["balance"] == {"strategies": ["none", "rotate"], "per_class": 600, "seed": 42}
     assert config["schemes"] == ["4class", "8class"] and config["weights"] == "keras-imagenet"
     assert config["demo"]["enabled"] is False and config["predict"]["input"] is None
@@ -63,13 +68,15 @@ def test_niosh_config_is_the_papers_protocol_key_by_key(checkout):
 def test_schema_defaults_are_the_method_niosh_states():
     """niosh.yaml spells out the paper's method; a config that omits it gets the same from the schema."""
     niosh, defaults = with_defaults(load("niosh.yaml")), with_defaults({"data": {"dir": "x"}})
-    for key in ("cv", "dictionary", "vlad", "representations", "k", "k_values", "classifiers", "xgboost",
-                "random_forest", "adaboost", "baseline", "weights", "device"):
+    for key in ("cv", "selection", "dictionary", "vlad", "representations", "evaluation", "k", "k_values", "classifiers",
+                "xgboost", "random_forest", "adaboost", "baseline", "weights", "device"):
         assert defaults[key] == niosh[key], key
     assert defaults["model"]["representation"] == niosh["model"]["representation"] == "vlad"
+    assert defaults["model"]["method"] == load("niosh.yaml")["model"]["method"] == "explicit"
     stated = load("niosh.yaml")
-    assert stated["representations"] == {"pooled": False} and stated["model"]["representation"] == "vlad"
-    for key in ("taps", "density", "image_size", "resize", "seed"):
+    assert stated["representations"] == {"pooled": False, "input_modes": []}
+    assert stated["model"]["representation"] == "vlad"
+    for key in ("taps", "density", "image_size", "input_mode", "max_side", "seed"):
         assert defaults["hypercolumns"][key] == niosh["hypercolumns"][key], key
     stated = load("niosh.yaml")["xgboost"]  # every classifier setting written out, not inherited
     assert set(stated) == set(yaml.safe_load(Path(SCHEMA).read_text())["properties"]["xgboost"]["properties"])
@@ -106,10 +113,11 @@ def test_unknown_key_is_named_in_one_line():
     problems = schema_problems(config, yaml.safe_load(Path(SCHEMA).read_text()))
     assert problems == [
         "top level: unknown key 'colour'; known keys: adaboost, balance, baseline, classifiers, custom_schemes, cv, "
-        "data, demo, device, dictionary, hierarchical, hypercolumns, k, k_values, logistic, model, predict, "
+        "data, demo, device, dictionary, evaluation, hierarchical, hypercolumns, k, k_values, logistic, model, "
+        "predict, "
         "random_forest, report, "
-        "representations, schemes, vlad, weights, weights_cache, xgboost",
-        "hypercolumns: unknown key 'densty'; known keys: batch_size, density, image_size, resize, seed, shards, taps"]
+        "representations, schemes, selection, vlad, weights, weights_cache, xgboost",
+        "hypercolumns: unknown key 'densty'; known keys: batch_size, density, image_size, input_mode, max_side, seed, shards, taps"]
 
 
 def test_bad_value_is_named():
@@ -121,6 +129,15 @@ def test_bad_value_is_named():
     config = copy.deepcopy(load("demo.yaml"))
     config["hypercolumns"]["density"] = 1.5
     assert schema_problems(config, schema) == ["hypercolumns.density: 1.5 is greater than the maximum of 1"]
+
+
+def test_rotation_averaging_names_only_balance_strategies_that_run():
+    config = with_defaults({"data": {"dir": "x"}, "balance": {"strategies": ["none"]},
+                            "evaluation": {"rotation_averaging": ["rotate"]}})
+    assert consistency_problems(config) == [
+        "evaluation.rotation_averaging: ['rotate'] not in balance.strategies ['none']; list strategies that run, "
+        "or give true for all"]
+    assert consistency_problems({**config, "evaluation": {"rotation_averaging": True}}) == []
 
 
 def test_k_beyond_the_dictionary_sample_is_refused_with_the_config():

@@ -2,7 +2,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from cntem.folds import assign_folds, balance_plan, fold_entries
+from cntem.folds import assign_folds, balance_plan, fold_columns, fold_entries, repeat_seed, split_index
 
 
 def rows(counts, group_size=1):
@@ -73,3 +73,47 @@ def test_rotations_can_at_most_quadruple_a_class(caplog):
     train = fold_entries(balance_plan(folds, "rotate", None, seed=0), 0)["train"]
     assert Counter(r["class"] for r in train) == {"Fi": 12, "Ma": 30}
     assert "reach only 12 of 30" in caplog.text
+
+
+def test_repeat_zero_is_the_single_assignment_and_repeats_differ():
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    data = rows({"Cl": 30, "Fi": 24, "Ma": 36}, group_size=3)
+    single, repeated = assign_folds(data, 4, seed=2), assign_folds(data, 4, seed=2, repeats=3)
+    assert [r["fold"] for r in repeated] == [r["fold"] for r in single]
+    # ... and that is scikit-learn's assignment at cv.seed, as before repeats existed
+    splits = StratifiedGroupKFold(4, shuffle=True, random_state=2).split(
+        data, [r["class"] for r in data], [r["group"] for r in data])
+    assert {i: f for f, (_, val) in enumerate(splits) for i in val} == {i: r["fold"] for i, r in enumerate(single)}
+    assignments = [tuple(r[c] for r in repeated) for c in fold_columns(3)]
+    assert fold_columns(3) == ["fold", "fold_r1", "fold_r2"] and len(set(assignments)) == 3
+    assert repeated == assign_folds(data, 4, seed=2, repeats=3)  # seeded
+    assert repeat_seed(2, 0) == 2 and len({repeat_seed(s, r) for s in (1, 2) for r in (1, 2)}) == 4
+
+
+@pytest.mark.parametrize("group_size", [1, 3])
+def test_no_group_straddles_folds_in_any_repeat(group_size):
+    folds = assign_folds(rows({"Cl": 30, "Fi": 24, "Ma": 36}, group_size=group_size), 4, seed=2, repeats=3)
+    for column in fold_columns(3):
+        fold_of_group = defaultdict(set)
+        for r in folds:
+            fold_of_group[r["group"]].add(r[column])
+        assert all(len(f) == 1 for f in fold_of_group.values()), column
+        assert Counter(r[column] for r in folds).keys() == {0, 1, 2, 3}  # a full K-fold
+
+
+def test_the_plan_has_every_split_of_every_repeat_without_leakage():
+    data = rows({"Cl": 20, "Fi": 8, "Ma": 30}, group_size=2)
+    folds = assign_folds(data, 4, seed=0, repeats=2)
+    plan = balance_plan(folds, "rotate", None, seed=0)
+    group_of = {r["id"]: r["group"] for r in data}
+    assert {int(r["fold"]) for r in plan} == set(range(8))
+    for repeat, column in enumerate(fold_columns(2)):
+        for fold in range(4):
+            split = fold_entries(plan, split_index(repeat, fold, 4))
+            val_groups = {group_of[r["id"]] for r in split["val"]}
+            assert {r["id"] for r in split["val"]} == {r["id"] for r in folds if r[column] == fold}
+            assert not val_groups & {group_of[r["id"]] for r in split["train"]}  # nor any rotated copy
+    # repeat 0's splits are the plan a single assignment gives
+    single = balance_plan(assign_folds(data, 4, seed=0), "rotate", None, seed=0)
+    assert [r for r in plan if int(r["fold"]) < 4] == single

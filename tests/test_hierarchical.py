@@ -146,7 +146,8 @@ def test_stage_accuracies_of_a_hand_made_prediction_table():
     assert metrics0["accuracy"] == pytest.approx(0.8 * 0.5)  # right class = right parent, then right class in it
     fits = [{"fit_seconds": 1.0, "predict_seconds": 0.1}] * 2
     metrics = summarize([fold0, fold1], fits, classes)
-    assert metrics["stage1_accuracy"] == {"mean": pytest.approx(0.65), "std": pytest.approx(0.15), "folds": [0.8, 0.5]}
+    assert metrics["stage1_accuracy"] == {"mean": pytest.approx(0.65), "std": pytest.approx(0.15), "folds": [0.8, 0.5],
+                                          "repeats": [pytest.approx(0.65)], "repeat_std": 0.0}  # one repeat
     assert metrics["stage2_accuracy"]["mean"] == pytest.approx(0.75)
     assert metrics["stage2_accuracy"]["std"] == pytest.approx(0.25)
     rows = {r["metric"]: r for r in tidy_rows({"scheme": "s"}, metrics)}

@@ -95,12 +95,12 @@ def test_compact_shards_hold_the_papers_hypercolumns_in_under_a_third_of_the_byt
     shard = tmp_path / "shard.h5"
     extract_shard(entries, shard, weights, paper, torch.device("cpu"), workers=0, progress=False)
     per_entry = shard.stat().st_size / len(entries)
-    assert per_entry <= 4.6e6 and abs(per_entry - shard_bytes(1, paper)) < 0.01 * per_entry
+    assert per_entry <= 4.6e6 and abs(per_entry - shard_bytes(1, 1, paper)) < 0.01 * per_entry
     assert paper.n_pixels * paper.n_features * 2 / per_entry > 3.2
     net = HypercolumnNet(weights, paper.taps, torch.device("cpu"))
     with HypercolumnStore([shard]) as store:
         for e in entries:
-            image = torch.from_numpy(prepare_image(hc.read_grey(e["path"]), 224).copy())[None]
+            image = torch.from_numpy(prepare_image(hc.read_grey(e["path"]), paper).copy())[None]
             coords = torch.from_numpy(sample_coordinates(0, e["id"], 0, 224, paper.n_pixels))[None]
             with torch.inference_mode(), hc.autocast_for(torch.device("cpu")):
                 maps, _ = net(net_input(image, weights, torch.device("cpu")))
@@ -111,7 +111,7 @@ def test_compact_shards_hold_the_papers_hypercolumns_in_under_a_third_of_the_byt
             assert np.all(np.abs(got - expected) <= 2 ** -10 * (np.abs(expected) + scale) + 1e-6)
             picked = np.array([4, 17, 4000])
             part = np.empty((3, paper.n_features), np.float16)
-            store.read_hypercolumns_into(e["id"], 0, part, rows=picked)
+            store.read_hypercolumns_into(store.entry_views([(e["id"], 0)])[0][0], part, rows=picked)
             np.testing.assert_array_equal(part.astype(np.float32), got[picked])
         # VLAD straight from the stored maps, as every encoding job computes it, against VLAD of the
         # assembled hypercolumns: the same distances, so (up to float32 near-ties) the same vectors.
@@ -142,7 +142,7 @@ def test_pooled_hypercolumns_are_the_mean_then_the_max_of_every_whole_map(entrie
     shard = tmp_path / "shard.h5"
     extract_shard(entries, shard, weights, SMALL, torch.device("cpu"), workers=0, progress=False)
     net = HypercolumnNet(weights, SMALL.taps, torch.device("cpu"))
-    images = torch.stack([torch.from_numpy(prepare_image(hc.read_grey(e["path"]), 32, "squash", e["rotation"]).copy())
+    images = torch.stack([torch.from_numpy(prepare_image(hc.read_grey(e["path"]), SMALL, e["rotation"]).copy())
                           for e in entries])
     expected = []
     for start in range(0, len(entries), SMALL.batch_size):  # the extraction's batches: the very same maps
@@ -164,11 +164,12 @@ def test_pooled_hypercolumns_are_the_mean_then_the_max_of_every_whole_map(entrie
 
 def test_rotation_is_applied_to_the_network_input():
     grey = np.arange(12 * 20, dtype=np.uint8).reshape(12, 20)
-    base = prepare_image(grey, 8, "squash", 0)
+    squash, crop = ExtractionSettings(image_size=8), ExtractionSettings(image_size=8, input_mode="center_crop")
+    base = prepare_image(grey, squash, 0)
     assert base.shape == (8, 8)
-    assert np.array_equal(prepare_image(grey, 8, "squash", 90), np.rot90(base))
-    assert np.array_equal(prepare_image(grey, 8, "squash", 270), np.rot90(base, 3))
-    crop = prepare_image(grey, 8, "center_crop", 0)
+    assert np.array_equal(prepare_image(grey, squash, 90), np.rot90(base))
+    assert np.array_equal(prepare_image(grey, squash, 270), np.rot90(base, 3))
+    crop = prepare_image(grey, crop, 0)
     assert crop.shape == (8, 8) and not np.array_equal(crop, base)
 
 
@@ -193,7 +194,7 @@ def test_shard_contents_attributes_and_determinism(entries, weights, tmp_path):
     with HypercolumnStore([a]) as store:
         x0, x90 = store.hypercolumns("im0.tif", 0), store.hypercolumns("im0.tif", 90)
         assert x0.shape == (SMALL.n_pixels, 1472) and not np.array_equal(x0, x90)
-        assert np.array_equal(store.coords("im0.tif", 90), sample_coordinates(0, "im0.tif", 90, 32, SMALL.n_pixels))
+        assert np.array_equal(store.coords("im0.tif", 90), sample_coordinates(0, "im0.tif", 90, 32, SMALL.n_pixels)[None])
         with pytest.raises(KeyError, match="rerun the extraction"):
             store.hypercolumns("im0.tif", 180)
 
@@ -202,7 +203,7 @@ def test_interrupted_extraction_leaves_no_shard(entries, weights, tmp_path, monk
     def crash(*args, **kwargs):
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(hc, "_write_batch", crash)
+    monkeypatch.setattr(hc.ShardCursor, "write", crash)
     out = tmp_path / "shard-000.h5"
     with pytest.raises(RuntimeError, match="killed"):
         extract_shard(entries, out, weights, SMALL, torch.device("cpu"), workers=0, progress=False)
@@ -221,11 +222,14 @@ def test_the_automatic_shard_count_follows_the_data():
     # One network load for a small dataset; ~512 entries a shard at scale, in powers of two.
     assert [shard_count("auto", n) for n in (0, 96, 512, 513, 2991, 7400)] == [1, 1, 1, 2, 8, 16]
     assert shard_count(5, 10**6) == 5
-    images = [{"id": f"im{i}.tif", "path": f"/data/im{i}.tif"} for i in range(300)]
+    images = [{"id": f"im{i}.tif", "path": f"/data/im{i}.tif", "width": 300, "height": 200} for i in range(300)]
     plan = [{"id": r["id"], "class": "Cl" if i % 2 else "Fi", "rotation": rot}
             for i, r in enumerate(images) for rot in ((0, 90) if i % 2 else (0,))]
-    rows = shard_manifest(images, [plan], "auto")  # 150 x 4 + 150 x 1 = 750 entries -> 2 shards
-    assert len(rows) == 750 and {r["shard"] for r in rows} == {0, 1}
+    rows = shard_manifest(images, [plan], "auto", ExtractionSettings())  # 150 x 4 + 150 x 1 = 750 entries
+    assert len(rows) == 750 and {r["shard"] for r in rows} == {0, 1} and {r["views"] for r in rows} == {1}
+    # Tiles of 224 px at native resolution: 300 x 200 px is enlarged to 336 x 224, two views -> 4 shards.
+    rows = shard_manifest(images, [plan], "auto", ExtractionSettings(input_mode="tiles"))
+    assert {r["views"] for r in rows} == {2} and {r["shard"] for r in rows} == {0, 1, 2, 3}
 
 
 def test_disk_check_stops_before_extraction(tmp_path):

@@ -4,7 +4,7 @@ from matplotlib.container import ErrorbarContainer
 from cntem import plots
 from cntem.evaluate import comparison_rows
 
-from test_comparison import TIDY
+from test_comparison import TIDY, tidy_run
 
 
 def _metrics(means, stds):
@@ -33,7 +33,7 @@ def test_method_comparison_draws_one_bar_per_method_of_the_scheme_best_at_the_to
     saved, save = [], plots._save
     monkeypatch.setattr(plots, "_save", lambda fig, path: (saved.append(fig), save(fig, path)))
     path = tmp_path / "comparison.png"
-    plots.method_comparison(comparison_rows(TIDY, "squash"), path, "4class")
+    plots.method_comparison(comparison_rows(TIDY), path, "4class")
 
     assert path.stat().st_size > 5000 and path.with_suffix(".pdf").exists()
     (ax,) = saved[0].axes
@@ -49,3 +49,14 @@ def test_method_comparison_draws_one_bar_per_method_of_the_scheme_best_at_the_to
                                [(0.87, 1.0), (0.84, 0.96), (0.87, 0.93), (0.3, 0.5)])
     (f1_markers,) = [line for line in ax.lines if line.get_marker() == "D"]
     np.testing.assert_allclose(sorted(f1_markers.get_xdata()), [0.3, 0.85, 0.88, 0.94])
+
+
+def test_method_comparison_names_the_input_mode_when_a_scheme_has_several(tmp_path, monkeypatch):
+    saved, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (saved.append(fig), save(fig, path)))
+    tiles = tidy_run("4class", "rotate", "pooled_hcol", "random_forest", "", ("0.700000", "0.060000"),
+                     ("0.680000", "0.040000"), ("1.500000", "0.300000"), input_mode="tiles")
+    plots.method_comparison(comparison_rows(TIDY + tiles), tmp_path / "comparison.png", "4class")
+    labels = [t.get_text() for t in saved[0].axes[0].get_yticklabels()]
+    assert "pooled hypercolumns · tiles · random_forest · rotate" in labels
+    assert "pooled hypercolumns · squash · random_forest · rotate" in labels

@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 
 from cntem.backbone import load_weights
-from cntem.classify import Classifier, LogisticSettings, XGBoostSettings
+from cntem.classify import Classifier, LinearSoftmaxSettings, LogisticSettings, XGBoostSettings
 from cntem.cli import main as cntem_main
 from cntem.dictionary import VisualDictionary
 from cntem.features import ExtractionSettings
@@ -29,6 +29,7 @@ from cntem.pooled import PooledHypercolumnEncoder
 from cntem.predict import predict_images
 from cntem.shards import HypercolumnStore
 from cntem.synthetic import NIOSH_PREFIX, generate_dataset
+from cntem.tta import TTA_ROTATIONS
 from cntem.vlad import VladEncoder
 
 from conftest import SHARED_WEIGHTS
@@ -185,6 +186,55 @@ def test_a_model_of_pooled_hypercolumns_round_trips_and_sees_what_the_shard_hold
     assert [r["class"] for r in rows] == [CLASSES[i] for i in model.predict_proba(stored).argmax(1)]
 
 
+def probabilities(rows) -> np.ndarray:
+    return np.array([[float(r[f"p_{c}"]) for c in CLASSES] for r in rows])
+
+
+def test_rotation_averaging_is_the_mean_of_the_four_rotations_predictions(trained, weights, cntem, tmp_path):
+    """Each file's probabilities are the mean of the model's over the file's four rotations, each through the same
+    extraction; an unreadable file among them is listed once and shifts nothing. The console's flag does the same."""
+    model_dir, images = trained
+    model = Model.load(model_dir)
+    good = copy_images(images, sorted(p.name for p in images.glob("*.tif"))[:3], tmp_path / "batch")
+    bad = damage(tmp_path / "batch", like=good[0])["truncated"]
+    rows, unreadable = predict_images(model, [good[0], bad, *good[1:]], weights, CPU, batch_size=3,
+                                      rotation_averaging=True)
+    assert [r["file"] for r in rows] == list(map(str, good)) and [u["file"] for u in unreadable] == [str(bad)]
+    entries = [{"id": f.name, "rotation": r, "path": str(f)} for f in good for r in TTA_ROTATIONS]
+    four = model.predict_proba(model.encode_images(entries, weights, CPU)).reshape(len(good), 4, len(CLASSES))
+    np.testing.assert_allclose(probabilities(rows), four.mean(1), atol=6e-5)  # the CSV's 4 decimals
+    assert [r["class"] for r in rows] == [CLASSES[i] for i in four.mean(1).argmax(1)]
+    plain, _ = predict_images(model, good, weights, CPU)
+    np.testing.assert_allclose(probabilities(plain), four[:, 0], atol=6e-5)
+    assert np.abs(probabilities(plain) - probabilities(rows)).max() > 1e-3  # averaging does change them
+    out = tmp_path / "p.csv"
+    code, _, stderr = cntem("--model", model_dir, "--rotation-averaging", "--out", out, *good)
+    assert code == 0, stderr
+    assert read_csv(out) == rows
+
+
+def test_a_rotation_invariant_image_gets_the_same_answer_averaged_or_not(trained, weights, tmp_path):
+    """An image equal to its own 90-degree rotations is one network input four times: its pooled hypercolumns,
+    and so its averaged probabilities, are those of the image alone. An ordinary image's are not."""
+    model_dir, images = trained
+    files = sorted(images.glob("*.tif"))
+    class_of_prefix = {NIOSH_PREFIX[c]: c for c in CLASSES}
+    model = Model(PooledHypercolumnEncoder(ExtractionSettings().taps), Classifier(LinearSoftmaxSettings(), CLASSES))
+    with HypercolumnStore([model_dir.parent / "shard-000.h5"]) as store:
+        model.fit(store, [(f.name, 0) for f in files], [class_of_prefix[f.stem.rsplit("-", 1)[0]] for f in files],
+                  [f.name for f in files])
+    centre = (IMAGE_SIZE - 1) / 2  # a ring pattern centred on the middle of the pixel grid: symmetric under rot90
+    radius = np.hypot(*np.meshgrid(np.arange(IMAGE_SIZE) - centre, np.arange(IMAGE_SIZE) - centre))
+    ring = (127.5 + 127.5 * np.cos(radius / 3)).astype(np.uint8)
+    assert all((np.rot90(ring, k) == ring).all() for k in (1, 2, 3))
+    Image.fromarray(ring).save(tmp_path / "ring.tif")  # at the network's input size: no resampling either
+    ordinary = files[0]
+    averaged, _ = predict_images(model, [tmp_path / "ring.tif", ordinary], weights, CPU, rotation_averaging=True)
+    plain, _ = predict_images(model, [tmp_path / "ring.tif", ordinary], weights, CPU)
+    assert averaged[0] == plain[0]
+    assert averaged[1] != plain[1]
+
+
 def test_help_documents_the_exit_codes(capsys):
     with pytest.raises(SystemExit):
         cntem_main(["predict", "--help"])
@@ -201,14 +251,14 @@ from snakemake.utils import validate
 
 validate(config, "{REPO}/config/schema.yaml", set_default=True)
 MODEL_SCHEME = "tiny"
-K_MAIN, MAIN_STRATEGY, LEARNING_THREADS, EXTRACTION = 4, "rotate", 1, {{}}
+MAIN_STRATEGY, LEARNING_THREADS = "rotate", 1
 
 
-def all_shards(wildcards):
-    return []
+def model_shards(wildcards):
+    return {{}}
 
 
-def model_representation():
+def model_params():
     return {{}}
 
 

@@ -62,11 +62,17 @@ SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "
 
 
 def rule_bodies() -> dict[str, str]:
-    """Each rule's (and checkpoint's) indented body, read from the workflow's rules/*.smk."""
-    bodies = {}
+    """Each rule's (and checkpoint's) indented body, read from the workflow's rules/*.smk; a rule made by
+    `use rule X as Y with:` (e.g. train_classifier_tta) has X's body, then what it changes."""
+    bodies, derived = {}, []
     for smk in sorted((REPO / "rules").glob("*.smk")):
-        for name, body in re.findall(r"^(?:rule|checkpoint) (\w+):\n((?:[ \t][^\n]*\n|\n)*)", smk.read_text(), re.M):
+        text = smk.read_text()
+        for name, body in re.findall(r"^(?:rule|checkpoint) (\w+):\n((?:[ \t][^\n]*\n|\n)*)", text, re.M):
             bodies[name] = body
+        derived += re.findall(r"^\s*use rule (\w+) as (\w+) with:\n((?:[ \t][^\n]*\n|\n)*?)"
+                              r"(?=^\s*(?:use |ruleorder)|\Z)", text, re.M)
+    for parent, name, changes in derived:
+        bodies[name] = bodies[parent] + changes
     return bodies
 
 

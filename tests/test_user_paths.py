@@ -119,7 +119,7 @@ def test_a_killed_run_resumes_without_recomputing_finished_shards(tmp_path):
               "hypercolumns": {"image_size": 32, "batch_size": 8, "shards": 5}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     snakemake = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile", "c.yaml"]
-    shards = tmp_path / "results" / "hypercolumns"
+    shards = tmp_path / "results" / "hypercolumns" / "squash"
     first = subprocess.Popen(snakemake + ["--cores", "1"], cwd=tmp_path, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
@@ -134,7 +134,7 @@ def test_a_killed_run_resumes_without_recomputing_finished_shards(tmp_path):
     run(snakemake + ["--unlock"], tmp_path)  # the README's recovery, verbatim
     # the README's second recovery command, stopping after the stage checked here
     log = run(snakemake + ["--cores", "all", "--rerun-incomplete", "hypercolumns"], tmp_path).stderr
-    extracted = set(re.findall(r"rule extract_hypercolumns:\n(?:.*\n)*?\s+wildcards: shard=(\d+)", log))
+    extracted = set(re.findall(r"rule extract_hypercolumns:\n(?:.*\n)*?\s+wildcards: input_mode=squash, shard=(\d+)", log))
     assert extracted and not extracted & {name[6:9] for name in finished}
     after = {p.name: p.stat().st_mtime_ns for p in shards.glob("shard-*.h5")}
     expected = {f"shard-{int(r['shard']):03d}.h5" for r in csv.DictReader(open(shards / "manifest.tsv"), delimiter="\t")}

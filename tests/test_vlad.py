@@ -44,20 +44,23 @@ class FakeStore:
 
     def __init__(self, data):
         self.data = data
-        pixels = self.entry_shape[0]
+        pixels = self.view_shape[0]
         self.settings = SimpleNamespace(n_pixels=pixels, image_size=int(np.ceil(np.sqrt(pixels))))
-        self.tap_shapes = [self.entry_shape]
+        self.tap_shapes = [self.view_shape]
 
     @property
-    def entry_shape(self):
+    def view_shape(self):
         return next(iter(self.data.values())).shape
 
-    def read_hypercolumns_into(self, image_id, rotation, out, rows=None):
-        values = self.data[(image_id, rotation)]
+    def entry_views(self, entries):
+        return [[entry] for entry in entries]  # one view an entry, located by its key
+
+    def read_hypercolumns_into(self, view, out, rows=None):
+        values = self.data[view]
         out[...] = values if rows is None else values[rows]
 
-    def read_taps_into(self, image_id, rotation, taps_out, coords_out):
-        taps_out[0][...] = self.data[(image_id, rotation)]
+    def read_taps_into(self, view, taps_out, coords_out):
+        taps_out[0][...] = self.data[view]
         coords_out[...] = 0
 
 
@@ -109,9 +112,9 @@ class CountingStore(FakeStore):
         super().__init__(data)
         self.read = []
 
-    def read_hypercolumns_into(self, image_id, rotation, out, rows=None):
-        self.read.append(image_id)
-        super().read_hypercolumns_into(image_id, rotation, out, rows)
+    def read_hypercolumns_into(self, view, out, rows=None):
+        self.read.append(view[0])
+        super().read_hypercolumns_into(view, out, rows)
 
 
 def test_the_dictionary_sample_reads_only_the_entries_it_needs():

@@ -88,6 +88,35 @@ def test_dry_run_shows_the_dag(tmp_path, pooled):
     assert counts["collect_metrics"] == counts["compare_methods"] == counts["figure_comparison"] == 1  # one scheme
 
 
+@pytest.mark.parametrize("averaged, balances", [([], 0), (["rotate"], 1), (True, 2)])
+def test_rotation_averaging_adds_evaluations_not_fits(tmp_path, averaged, balances):
+    """Rotation averaging evaluates, at each balance strategy it names, XGBoost at K, the baseline and (at the main
+    strategy) pooled XGBoost again from the same fold jobs, which also predict the rotated copies: as many fits, more
+    evaluations; the VLAD files of the K study's other K are encoded as before."""
+    config = {**TINY, "evaluation": {"rotation_averaging": averaged}}
+    counts = job_counts(snakemake(tmp_path, config, "-n"))
+    assert counts["evaluate"] == 12 + 2 * balances + (balances > 0)
+    assert counts["train_classifier"] + counts.get("train_classifier_tta", 0) == 20
+    assert counts.get("train_classifier_tta", 0) == 2 * (balances + (balances > 0))  # (K = 8, pooled) x 2 folds
+    assert counts.get("train_baseline", 0) + counts.get("train_baseline_tta", 0) == 4
+    assert counts.get("train_baseline_tta", 0) == 2 * balances
+    assert counts["fit_dictionary"] == counts["encode_vlad"] == 6
+
+
+def test_repeats_run_every_per_fold_job_per_split_and_select_per_split(tmp_path):
+    """cv.repeats 2: each per-fold job once per (repeat, fold) split, the same runs; the nested selection one job per
+    outer split of each scheme, one gathering job."""
+    once = job_counts(snakemake(tmp_path, TINY, "-n"))
+    twice = job_counts(snakemake(tmp_path, {**TINY, "cv": {**TINY["cv"], "repeats": 2}, "selection": {"nested": True}},
+                                 "-n"))
+    per_split = ("fit_dictionary", "encode_vlad", "train_classifier", "train_baseline", "gather_pooled_hypercolumns")
+    assert all(twice[rule] == 2 * once[rule] for rule in per_split)
+    assert twice["select_method"] == 4 and twice["nested_cv"] == 1 and "select_method" not in once
+    others = lambda counts: {rule: n for rule, n in counts.items()  # noqa: E731
+                             if rule not in per_split + ("select_method", "nested_cv")}
+    assert others(twice) == others(once)  # the same runs, figures and model
+
+
 def test_end_to_end_outputs(tiny_run):
     results = tiny_run / "results"
     metrics = list(csv.DictReader(open(results / "metrics.tsv"), delimiter="\t"))
@@ -97,7 +126,8 @@ def test_end_to_end_outputs(tiny_run):
     pooled = {run for run in runs if run[1] == "pooled_hcol"}
     assert pooled == {("rotate", "pooled_hcol", c, "") for c in ("xgboost", "random_forest", "adaboost")}
     accuracy = {(r["balance"], r["classifier"], r["k"]): float(r["mean"]) for r in metrics if r["metric"] == "accuracy"}
-    assert all(r["n_folds"] == "2" for r in metrics)
+    assert all(r["n_folds"] == "2" and r["n_repeats"] == "1" for r in metrics)
+    assert {r["repeat_std"] for r in metrics if r["metric"] == "accuracy"} == {"0.000000"}  # one repeat: no spread
     # three synthetic classes, 24 images of 64 px, 2 folds: every method above chance (1/3), on average clearly
     assert min(accuracy.values()) > 0.4 and np.mean(list(accuracy.values())) > 0.55
     comparison = list(csv.DictReader(open(results / "comparison.tsv"), delimiter="\t"))
@@ -153,6 +183,8 @@ def test_console_predict_and_refusal_of_other_weights(tiny_run, tmp_path):
         Model.load(model).check_compatible(load_weights(other))
     with pytest.raises(ModelMismatchError, match="taps"):
         Model.load(model).check_compatible(load_weights(WEIGHTS), taps=["block1_conv2"])
+    with pytest.raises(ModelMismatchError, match="input mode tiles differs from the model.s squash"):
+        Model.load(model).check_compatible(load_weights(WEIGHTS), input_mode="tiles")
     refused = subprocess.run([sys.executable, "-m", "cntem.cli", "predict", "--model", str(model), "--weights",
                               other, str(image)], capture_output=True, text=True)
     assert refused.returncode == 2 and "trained on other features" in refused.stderr
@@ -178,15 +210,15 @@ def test_adding_images_reruns_only_their_shards(tmp_path):
     first = snakemake(tmp_path, config, "hypercolumns")
     shards = {w for w in jobs_of(first, "extract_hypercolumns")}
     assert len(shards) > 8
-    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "hypercolumns").glob("shard-*.h5")}
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "hypercolumns" / "squash").glob("shard-*.h5")}
     new = [f"Fi/Fi{i}.tif" for i in range(12, 17)]
     for i, rel in enumerate(new):
         write_image(data / rel, seed=900 + i, size=(40, 40))
     listing = sorted(p.relative_to(data).as_posix() for p in data.rglob("*"))
     second = snakemake(tmp_path, config, "hypercolumns")
-    ran = {w.split("=")[1] for w in jobs_of(second, "extract_hypercolumns")}
+    ran = {w.rpartition("shard=")[2] for w in jobs_of(second, "extract_hypercolumns")}
     assert ran == {f"{assign_shard(rel, 16):03d}" for rel in new}
-    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "hypercolumns").glob("shard-*.h5")}
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "hypercolumns" / "squash").glob("shard-*.h5")}
     for name, mtime in before.items():
         assert (after[name] != mtime) == (name[6:9] in ran), name
     assert sorted(p.relative_to(data).as_posix() for p in data.rglob("*")) == listing  # input folder untouched
@@ -201,6 +233,16 @@ def test_invalid_config_names_the_key_in_one_line(tmp_path):
     assert result.returncode != 0 and "invalid config (2 problem(s))" in output
     assert "top level: unknown key 'colour'" in output and "hypercolumns: unknown key 'imagesize'" in output
     assert len(output.splitlines()) < 10 and "Traceback" not in output  # not the whole schema
+
+
+def test_a_selection_candidate_that_is_not_cross_validated_is_refused(tmp_path):
+    bad = {**TINY, "selection": {"nested": True, "candidates": ["k8/xgboost", "k50/xgboost"]}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(bad))
+    result = subprocess.run(SNAKEMAKE + ["--directory", str(tmp_path), "-n", "--configfile",
+                                         str(tmp_path / "config.yaml")], capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "invalid config (1 problem(s))" in output
+    assert "selection.candidates: 'k50/xgboost' is not cross-validated at the main balance strategy" in output
 
 
 def test_lint_is_clean():
@@ -250,7 +292,7 @@ def test_prediction_path_agrees_with_cross_validation(tiny_run, weights, method)
     classifier = make_classifier("xgboost", effective["xgboost"], ["Cl", "Fi", "Ma"])
     rows, _ = fit_and_predict_fold(classifier, splits["train"], splits["val"], group_of, "0")
     assert rows == read_table(fold / "xgboost" / "predictions.tsv")  # the rule's fit, repeated exactly
-    with HypercolumnStore(sorted((results / "hypercolumns").glob("shard-*.h5"))) as store:
+    with HypercolumnStore(sorted((results / "hypercolumns" / "squash").glob("shard-*.h5"))) as store:
         model = Model.from_parts(fold_encoder(fold, store), classifier, store)
         if method == "pooled":  # the fold file holds the shards' values, unchanged
             val = [(i, int(r)) for i, r in zip(splits["val"]["ids"], splits["val"]["rotations"])]
@@ -292,3 +334,50 @@ def test_a_model_of_pooled_hypercolumns_is_trained_and_predicts(tiny_run, tmp_pa
     class_of_prefix = {NIOSH_PREFIX[c]: c for c in ("Cl", "Fi", "Ma")}
     truth = [class_of_prefix[Path(r["file"]).stem.rsplit("-", 1)[0]] for r in rows]
     assert len(rows) == 24 and np.mean([r["class"] == t for r, t in zip(rows, truth)]) > 0.8  # its training images
+
+
+def test_auto_deploys_the_selections_winner_and_records_why(tiny_run, tmp_path):
+    """model.method auto: the nested selection runs per outer split on the training rows only, and the model is the
+    candidate with the best plain cross-validated accuracy, retrained alone (no cross-validation job reruns)."""
+    import json
+    import shutil
+
+    from cntem.io import read_table
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_run, work, symlinks=True)  # modification times kept: the run's outputs stay up to date
+    candidates = ["k8/xgboost", "k4/random_forest", "pooled/xgboost", "pooled/random_forest"]
+    auto = {**TINY, "selection": {"candidates": candidates}, "model": {"scheme": "tiny", "method": "auto"}}
+    ran = job_counts(snakemake(work, auto, "results/model/tiny/model.json"))
+    assert ran["select_method"] == 2 and ran["nested_cv"] == ran["train_model"] == 1
+    assert not {"fit_dictionary", "encode_vlad", "train_classifier", "train_baseline", "evaluate"} & set(ran)
+    results = work / "results"
+    comparison = {(r["method"], r["k"], r["classifier"]): r for r in read_table(results / "comparison.tsv")}
+
+    def row_of(name):  # a candidate's row of the comparison
+        method, classifier = name.split("/")
+        tidy = ("pooled_hcol", "") if method == "pooled" else ("hcol", method[1:])
+        return comparison[(*tidy, classifier)]
+
+    plain = [row_of(n) for n in candidates]
+    best = max(range(4), key=lambda i: (float(plain[i]["accuracy_mean"]), float(plain[i]["macro_f1_mean"]), -i))
+    settings = json.loads((results / "model" / "tiny" / "model.json").read_text())["settings"]
+    selection = settings["selection"]
+    assert settings["method"] == "auto" and selection["plain"]["winner"] == candidates[best]
+    assert {n: s["accuracy"] for n, s in selection["plain"]["scores"].items()} == {
+        n: float(r["accuracy_mean"]) for n, r in zip(candidates, plain)}
+    method, classifier = candidates[best].split("/")
+    model = Model.load(results / "model" / "tiny")
+    assert model.classifier.name == classifier == settings["classifier"]
+    assert model.encoder.describe()["representation"] == ("pooled" if method == "pooled" else "vlad")
+    nested = read_table(results / "nested.tsv")[0]
+    assert nested["plain_winner"] == candidates[best] and nested["n_candidates"] == "4"
+    assert float(nested["nested_accuracy_mean"]) == pytest.approx(selection["nested"]["accuracy"]["mean"], abs=1e-6)
+    plan = read_table(results / "tiny" / "rotate" / "plan.tsv")
+    for split in (0, 1):
+        outer = json.loads((results / "tiny" / "nested" / f"fold{split}.json").read_text())
+        val_ids = {r["id"] for r in plan if r["fold"] == str(split) and r["role"] == "val"}
+        seen = {i for fold in outer["inner"]["folds"] for part in ("train_ids", "val_ids") for i in fold[part]}
+        assert seen and not seen & val_ids and outer["candidates"] == candidates
+        assert outer["chosen"] == selection["nested"]["choices"][split] and outer["outer"]["n_val"] == len(val_ids)
+        assert outer["leakage_check"][0].startswith(f"ok  tiny/nested/fold{split}: 12 validation images unseen")

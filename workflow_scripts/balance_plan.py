@@ -1,14 +1,17 @@
-"""Rule balance_plan: what each fold trains (with rotated copies) and validates on, and the final model's set."""
+"""Rule balance_plan: what each fold trains (with rotated copies) and validates on (with rotation averaging, also the
+validation images' rotated copies), and the final model's set."""
 from collections import Counter
 
 from cntem import rule_log
-from cntem.folds import PLAN_COLUMNS, balance_plan, model_training_set
+from cntem.folds import PLAN_COLUMNS, balance_plan, model_training_set, rotated_validation
 from cntem.io import read_table, write_table
 
 log = rule_log(snakemake.log[0])
 folds = read_table(snakemake.input.folds)
 params, strategy = snakemake.params, snakemake.wildcards.balance
 plan = balance_plan(folds, strategy, params.per_class, params.seed)
+if params.rotation_averaging:
+    plan += rotated_validation(plan)
 write_table(snakemake.output.plan, plan, PLAN_COLUMNS)
 write_table(snakemake.output.model_plan, model_training_set(folds, strategy, params.per_class, params.seed),
             PLAN_COLUMNS)

@@ -4,6 +4,6 @@ from cntem.evaluate import COMPARISON_COLUMNS, comparison_rows
 from cntem.io import read_table, write_table
 
 log = rule_log(snakemake.log[0])
-rows = comparison_rows(read_table(snakemake.input.metrics), snakemake.params.input_mode)
+rows = comparison_rows(read_table(snakemake.input.metrics))
 write_table(snakemake.output[0], rows, COMPARISON_COLUMNS)
-log.info("%d methods compared (input mode %s)", len(rows), snakemake.params.input_mode)
+log.info("%d methods compared (input modes %s)", len(rows), ", ".join(sorted({r["input_mode"] for r in rows})))

@@ -1,4 +1,5 @@
-"""Rule encode_vlad: VLAD vectors of one fold's training entries (with rotated copies) and validation images."""
+"""Rule encode_vlad: VLAD vectors of one fold's training entries (with rotated copies) and validation images (with
+rotation averaging at K, also their rotated copies)."""
 import time
 
 import torch
@@ -16,9 +17,9 @@ log = rule_log(snakemake.log[0])
 device = resolve_device(snakemake.config["device"])
 torch.set_num_threads(snakemake.threads)
 encoder = VladEncoder(VisualDictionary.load(snakemake.input.dictionary), snakemake.params.power_norm, device)
-splits = fold_entries(read_table(snakemake.input.plan), snakemake.wildcards.fold)
+splits = fold_entries(read_table(snakemake.input.plan), snakemake.wildcards.fold, snakemake.params.rotated)
 start = time.perf_counter()
 with HypercolumnStore(snakemake.input.shards) as store:
     write_encoded(snakemake.output.vlad, encoder, store, splits, progress=True)
-log.info("VLAD %s: %d train + %d val entries, dimension %d, %.1f s on %s", dict(snakemake.wildcards.items()),
-         len(splits["train"]), len(splits["val"]), encoder.dim, time.perf_counter() - start, device)
+log.info("VLAD %s: %s entries, dimension %d, %.1f s on %s", dict(snakemake.wildcards.items()),
+         {role: len(rows) for role, rows in splits.items()}, encoder.dim, time.perf_counter() - start, device)

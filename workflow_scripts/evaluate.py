@@ -18,8 +18,9 @@ records = run_leakage_records("/".join(run.values()), read_table(snakemake.input
                               fits, dictionary_fit_ids)
 with open(snakemake.output.leakage, "w") as fh:
     fh.writelines(f"{line}\n" for line in check_leakage(records))
-metrics = summarize(predictions, fits, fits[0]["classes"])
+metrics = summarize(predictions, fits, fits[0]["classes"], snakemake.params.repeats)
 with open(snakemake.output.metrics, "w") as fh:
     json.dump({**run, **metrics}, fh, indent=1, default=float)
-log.info("%s: accuracy %.3f +- %.3f over %d folds; no leakage", run, metrics["accuracy"]["mean"],
-         metrics["accuracy"]["std"], metrics["n_folds"])
+log.info("%s: accuracy %.3f +- %.3f over %d folds x %d repeats (std across repeats %.3f); no leakage", run,
+         metrics["accuracy"]["mean"], metrics["accuracy"]["std"], metrics["n_folds"], metrics["n_repeats"],
+         metrics["accuracy"]["repeat_std"])

@@ -22,11 +22,12 @@ torch.set_num_threads(snakemake.threads)
 weights = load_weights(snakemake.params.weights, runtime["weights_cache"])
 if weights.is_random:
     log.warning("weights: random - for tests only; every output is stamped weights_random=True")
-check_disk(snakemake.output.shard.rsplit("/", 1)[0], shard_bytes(len(entries), settings))
+check_disk(snakemake.output.shard.rsplit("/", 1)[0],
+           shard_bytes(len(entries), sum(int(e["views"]) for e in entries), settings))
 stats = extract_shard(entries, snakemake.output.shard, weights, settings, device,
                       workers=loader_workers(device, snakemake.threads))
 shard = Path(snakemake.output.shard)
 store_bytes = sum(p.stat().st_size for p in shard.parent.glob("shard-*.h5"))
-log.info("%d entries on %s in %.1f s (%.2f images/s); %.2f MB an entry; %s now holds %.2f GB",
-         stats["images"], device, stats["seconds"], stats["images_per_s"], shard.stat().st_size / len(entries) / 1e6,
-         shard.parent, store_bytes / 1e9)
+log.info("%d entries (%d views) on %s in %.1f s (%.2f images/s); %.2f MB an entry; %s now holds %.2f GB",
+         stats["images"], stats["views"], device, stats["seconds"], stats["images_per_s"],
+         shard.stat().st_size / len(entries) / 1e6, shard.parent, store_bytes / 1e9)

@@ -10,7 +10,7 @@ from cntem.shards import HypercolumnStore
 log = rule_log(snakemake.log[0])
 faiss.omp_set_num_threads(snakemake.threads)
 train = fold_entries(read_table(snakemake.input.plan), snakemake.wildcards.fold)["train"]
-dictionary = make_dictionary(int(snakemake.wildcards.k), snakemake.params.dictionary, snakemake.params.pca,
+dictionary = make_dictionary(snakemake.params.k, snakemake.params.dictionary, snakemake.params.pca,
                              snakemake.config["device"])
 with HypercolumnStore(snakemake.input.shards) as store:
     dictionary.fit(store, entry_keys(train), progress=True)

@@ -13,10 +13,10 @@ runtime = snakemake.config  # device, batch size, weights cache: how fast, not w
 output = snakemake.output
 model = Model.load(snakemake.input.model)
 weights = load_weights(snakemake.params.weights, runtime["weights_cache"])
-model.check_compatible(weights, snakemake.params.taps)
+model.check_compatible(weights, snakemake.params.taps, snakemake.params.input_mode)
 rows, unreadable = predict_images(model, list_images([snakemake.input.images]), weights,
                                   resolve_device(runtime["device"]), runtime["hypercolumns"]["batch_size"],
-                                  progress=True)
+                                  progress=True, rotation_averaging=snakemake.params.rotation_averaging)
 write_predictions(rows, unreadable, model.classes, output.predictions, output.shares, output.unreadable)
 require_a_classified_image(rows, unreadable, output.unreadable)
 log.info("%d images classified, %d unreadable (listed in %s)", len(rows), len(unreadable), output.unreadable)

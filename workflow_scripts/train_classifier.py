@@ -1,9 +1,11 @@
 """Rule train_classifier: fit one classifier on a fold's training entries in one representation (VLAD or pooled
-hypercolumns), predict its validation images."""
+hypercolumns), predict its validation images; as rule train_classifier_tta, also their rotated copies, and write the
+rotation-averaged predictions."""
 from cntem import rule_log
 from cntem.config import make_classifier
 from cntem.encoded import load_encoded
-from cntem.evaluate import fit_and_predict_fold, write_fold_outputs
+from cntem.evaluate import fit_and_predict_fold, rotation_averaged_rows, write_fold_outputs, write_predictions
+from cntem.folds import VAL_ROTATED
 from cntem.io import read_table
 from cntem.schemes import ordered_classes
 
@@ -15,5 +17,8 @@ classifier = make_classifier(snakemake.wildcards.classifier, snakemake.params.se
                              snakemake.config["device"], snakemake.threads)
 rows, info = fit_and_predict_fold(classifier, splits["train"], splits["val"], group_of, snakemake.wildcards.fold)
 write_fold_outputs(rows, info, classifier.classes, snakemake.output.predictions, snakemake.output.fit)
+if snakemake.output.get("averaged"):  # rule train_classifier_tta
+    averaged = rotation_averaged_rows(classifier, splits["val"], splits[VAL_ROTATED], snakemake.wildcards.fold)
+    write_predictions(averaged, classifier.classes, snakemake.output.averaged)
 log.info("%s: accuracy %.3f, fit %.1f s, predict %.2f s", dict(snakemake.wildcards.items()), info["accuracy"],
          info["fit_seconds"], info["predict_seconds"])

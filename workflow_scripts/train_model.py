@@ -1,5 +1,7 @@
 """Rule train_model: encoder (VLAD or pooled hypercolumns) + classifier on every labelled image (balanced like
-the training folds)."""
+the training folds): the configured ones, or with model.method auto the selection's winner."""
+import json
+
 import faiss
 import torch
 
@@ -12,17 +14,26 @@ from cntem.model import Model
 from cntem.shards import HypercolumnStore
 
 log = rule_log(snakemake.log[0])
-params, device_spec = snakemake.params, snakemake.config["device"]
+device_spec = snakemake.config["device"]
+settings = dict(snakemake.params.items())  # recorded in model.json
+if settings.get("method") == "auto":
+    with open(snakemake.input.selection[0]) as fh:
+        selection = json.load(fh)[snakemake.wildcards.scheme]
+    winner = selection["plain"]["winner"]
+    settings = {"method": "auto", **settings["candidates"][winner], "selection": selection}
+    log.info("model.method auto: %s (plain CV accuracy %.3f; nested estimate %.3f +- %.3f)", winner,
+             selection["plain"]["scores"][winner]["accuracy"], selection["nested"]["accuracy"]["mean"],
+             selection["nested"]["accuracy"]["std"])
 faiss.omp_set_num_threads(snakemake.threads)
 torch.set_num_threads(snakemake.threads)
 plan = read_table(snakemake.input.plan)
 group_of = {r["id"]: r["group"] for r in read_table(snakemake.input.folds)}
 labels = [r["class"] for r in plan]
-classifier = make_classifier(params.classifier, params.classifier_settings, ordered_classes(labels), device_spec,
-                             snakemake.threads)
-with HypercolumnStore(snakemake.input.shards) as store:
-    model = Model(make_encoder(params.representation, store.taps, device_spec), classifier)
+classifier = make_classifier(settings["classifier"], settings["classifier_settings"], ordered_classes(labels),
+                             device_spec, snakemake.threads)
+with HypercolumnStore(snakemake.input[f"shards_{settings['representation']['input_mode']}"]) as store:
+    model = Model(make_encoder(settings["representation"], store.taps, device_spec), classifier)
     model.fit(store, entry_keys(plan), labels, [group_of[r["id"]] for r in plan], progress=True)
-model.save(snakemake.output.model, settings=dict(params.items()))
-log.info("model: %s on %s, %d entries of %d images, classes %s", params.classifier, model.encoder.describe(),
+model.save(snakemake.output.model, settings=settings)
+log.info("model: %s on %s, %d entries of %d images, classes %s", settings["classifier"], model.encoder.describe(),
          len(plan), len(group_of), ", ".join(model.classes))

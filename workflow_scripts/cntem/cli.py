@@ -29,7 +29,7 @@ def _predict(args) -> int:
     model = Model.load(args.model)
     weights = load_weights(args.weights or model.weights_["name"], args.weights_cache)
     rows, unreadable = predict_images(model, list_images(args.images), weights, resolve_device(args.device),
-                                      args.batch_size, progress=True)
+                                      args.batch_size, progress=True, rotation_averaging=args.rotation_averaging)
     paths = output_paths(args.out)
     write_predictions(rows, unreadable, model.classes, *paths.values())
     require_a_classified_image(rows, unreadable, paths["unreadable"])
@@ -54,6 +54,9 @@ def main(argv=None) -> int:
     p.add_argument("--weights-cache", default=WEIGHTS_CACHE)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=ExtractionSettings.batch_size)
+    p.add_argument("--rotation-averaging", action="store_true",
+                   help="average each image's class probabilities over the image and its 90/180/270-degree rotated "
+                        "copies (4x the network time)")
     args = parser.parse_args(argv)
     log_to(None)
     from .predict import NothingClassifiedError  # imports torch: only now, so that --help stays instant

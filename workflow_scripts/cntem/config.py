@@ -12,7 +12,7 @@ from dataclasses import replace
 import yaml
 
 from .schemes import class_parents, resolve_scheme, scheme_classes
-from .features import CONV_CHANNELS
+from .features import CONV_CHANNELS, VIEW_ALIGN, VIEW_MODES
 
 
 def schema_problems(config: dict, schema: dict) -> list[str]:
@@ -44,6 +44,11 @@ def consistency_problems(config: dict) -> list[str]:
     if model_scheme is not None and model_scheme not in config["schemes"]:
         problems.append(f"model.scheme: {model_scheme!r} is not one of schemes {config['schemes']}")
     problems += hierarchical_problems(config)
+    averaged = config["evaluation"]["rotation_averaging"]
+    unknown = sorted(set(averaged) - set(config["balance"]["strategies"])) if isinstance(averaged, list) else []
+    if unknown:
+        problems.append(f"evaluation.rotation_averaging: {unknown} not in balance.strategies "
+                        f"{config['balance']['strategies']}; list strategies that run, or give true for all")
     demo = config["demo"]
     if demo["enabled"]:
         low, high = demo["size_range"]
@@ -55,6 +60,11 @@ def consistency_problems(config: dict) -> list[str]:
     if int(hc["density"] * hc["image_size"] ** 2) < 1:
         problems.append(f"hypercolumns.density: {hc['density']} of {hc['image_size']}^2 pixels samples no pixel; "
                         "raise density or image_size")
+    if hc["input_mode"] in VIEW_MODES and hc["image_size"] % VIEW_ALIGN:
+        problems.append(f"hypercolumns.image_size: {hc['image_size']} must be a multiple of {VIEW_ALIGN} for input_mode "
+                        f"{hc['input_mode']} (views are cut at VGG16's block-5 stride); use e.g. 224")
+    if hc["input_mode"] in VIEW_MODES and hc["max_side"] < hc["image_size"]:
+        problems.append(f"hypercolumns.max_side: {hc['max_side']} is below one view ({hc['image_size']} px); raise it")
     largest_k = max([config["k"], *config["k_values"]])
     if largest_k > dictionary["sample_size"]:
         problems.append(f"dictionary.sample_size: {dictionary['sample_size']} vectors cannot fit K = {largest_k} "
@@ -98,7 +108,7 @@ def make_extraction(section: dict, batch_size: int | None = None):
     from .features import ExtractionSettings
 
     settings = ExtractionSettings(tuple(section["taps"]), section["density"], section["image_size"],
-                                  section["resize"], section["seed"])
+                                  section["input_mode"], section["max_side"], section["seed"])
     return settings if batch_size is None else replace(settings, batch_size=batch_size)
 
 

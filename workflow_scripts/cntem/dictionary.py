@@ -21,30 +21,30 @@ def faiss_gpu_count() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
-def sample_vectors(store, entries, sample_size: int, seed: int, entry_share: float = 0.25, keep: int | None = None,
+def sample_vectors(store, entries, sample_size: int, seed: int, view_share: float = 0.25, keep: int | None = None,
                    progress: bool = False) -> np.ndarray:
-    """A seeded random sample of hypercolumn vectors from `entries` ((id, rotation) pairs).
+    """A seeded random sample of hypercolumn vectors from the views of `entries` ((id, rotation) pairs).
 
-    Entries are drawn at random as for `sample_size` vectors, each giving `entry_share` of its sampled
-    pixels (more when there are too few entries to fill the sample), so that only ~ sample_size /
-    (entry_share * pixels) entries are read: an entry's deep taps are stored as whole maps, and reading
-    every entry for a few pixels each would read the whole store (at the paper's scale, 160 of ~6,000
-    entries). Of those vectors only `keep` (default: all), drawn evenly from the same entries, are
+    Views are drawn at random as for `sample_size` vectors, each giving `view_share` of its sampled
+    pixels (more when there are too few views to fill the sample), so that only ~ sample_size /
+    (view_share * pixels) views are read: a view's deep taps are stored as whole maps, and reading
+    every view for a few pixels each would read the whole store (at the paper's scale, 160 of ~6,000
+    entries). Of those vectors only `keep` (default: all), drawn evenly from the same views, are
     assembled and returned: a K-means that uses fewer vectors than `sample_size` still sees as many images.
     """
     from tqdm import tqdm
 
     rng = np.random.default_rng(seed)
-    pixels, features = store.entry_shape
-    per_entry = min(pixels, max(-(-sample_size // len(entries)), int(np.ceil(entry_share * pixels))))
-    chosen = np.sort(rng.choice(len(entries), size=min(len(entries), -(-sample_size // per_entry)), replace=False))
+    views = [view for entry_views in store.entry_views(entries) for view in entry_views]
+    pixels, features = store.view_shape
+    per_view = min(pixels, max(-(-sample_size // len(views)), int(np.ceil(view_share * pixels))))
+    chosen = np.sort(rng.choice(len(views), size=min(len(views), -(-sample_size // per_view)), replace=False))
     keep = min(keep or sample_size, sample_size)
-    per_entry = min(per_entry, -(-keep // len(chosen)))
-    sample = np.empty((len(chosen) * per_entry, features), np.float32)
-    for n, i in enumerate(tqdm(chosen, desc="sampling hypercolumns", unit="img", disable=not progress)):
-        image_id, rotation = entries[i]
-        rows = np.sort(rng.choice(pixels, size=per_entry, replace=False))
-        store.read_hypercolumns_into(image_id, rotation, sample[n * per_entry:(n + 1) * per_entry], rows=rows)
+    per_view = min(per_view, -(-keep // len(chosen)))
+    sample = np.empty((len(chosen) * per_view, features), np.float32)
+    for n, i in enumerate(tqdm(chosen, desc="sampling hypercolumns", unit="view", disable=not progress)):
+        rows = np.sort(rng.choice(pixels, size=per_view, replace=False))
+        store.read_hypercolumns_into(views[i], sample[n * per_view:(n + 1) * per_view], rows=rows)
     if len(sample) > keep:
         sample = sample[np.sort(rng.choice(len(sample), size=keep, replace=False))]
     return np.ascontiguousarray(sample)

@@ -27,10 +27,11 @@ def write_encoded(path, encoder, store, splits: dict, progress: bool = False) ->
         h5.attrs.update(encoder.describe())
 
 
-def load_encoded(path) -> tuple[dict, dict]:
-    """(splits, the encoder's description) of a file write_encoded made."""
+def load_encoded(path, splits=None) -> tuple[dict, dict]:
+    """(splits, the encoder's description) of a file write_encoded made; only the named `splits` (e.g.
+    ``("train",)``: what is never read cannot leak) or all."""
     with h5py.File(path, "r") as h5:
         splits = {name: {"X": g["X"][()], "ids": list(g["ids"].asstr()[()]),
                          "rotations": g["rotations"][()], "y": list(g["y"].asstr()[()])}
-                  for name, g in h5.items()}
+                  for name, g in h5.items() if splits is None or name in splits}
         return splits, dict(h5.attrs)

@@ -8,11 +8,13 @@ import numpy as np
 
 from . import ActionableError
 from .classify import PREDICTION_COLUMNS, Classifier, prediction_rows, timed_predict_proba
+from .folds import VAL_ROTATED
 from .io import write_table
 from .schemes import class_tree
+from .tta import average_over_rotations
 
-TIDY_COLUMNS = ["scheme", "balance", "method", "classifier", "k", "metric", "class", "mean", "std", "n_folds",
-                "config"]
+TIDY_COLUMNS = ["scheme", "balance", "input_mode", "method", "classifier", "k", "metric", "class", "mean", "std", "repeat_std",
+                "n_folds", "n_repeats", "config"]
 # Of runs whose classes form a tree (schemes.class_tree), flat and hierarchical classifiers alike.
 STAGE_METRICS = ("stage1_accuracy", "stage2_accuracy")
 
@@ -37,8 +39,25 @@ def fit_and_predict_fold(classifier: Classifier, train: dict, val: dict, group_o
     return rows, info
 
 
+def rotation_averaged_rows(classifier: Classifier, val: dict, rotated: dict, fold) -> list[dict]:
+    """A fold's validation predictions with each image's class probabilities averaged over the image and its three
+    rotated copies (test-time rotation averaging): fit_and_predict_fold's rows and columns, in `val`'s order.
+
+    `rotated` holds the copies like `val` (``X``, ``ids``, ``rotations``); the fitted `classifier` predicts both,
+    nothing is refitted.
+    """
+    proba = classifier.predict_proba(np.concatenate([val["X"], rotated["X"]]))
+    ids, averaged = average_over_rotations(list(val["ids"]) + list(rotated["ids"]),
+                                           [*val["rotations"], *rotated["rotations"]], proba)
+    return prediction_rows(ids, [fold] * len(ids), val["y"], averaged, classifier.classes)
+
+
+def write_predictions(rows: list[dict], classes: list[str], path) -> None:
+    write_table(path, rows, PREDICTION_COLUMNS + [f"p_{c}" for c in classes])
+
+
 def write_fold_outputs(rows: list[dict], info: dict, classes: list[str], predictions_path, fit_path) -> None:
-    write_table(predictions_path, rows, PREDICTION_COLUMNS + [f"p_{c}" for c in classes])
+    write_predictions(rows, classes, predictions_path)
     with open(fit_path, "w") as fh:
         json.dump(info, fh, indent=1)
 
@@ -67,8 +86,22 @@ def stage_accuracies(rows: list[dict], parent_of: dict) -> dict:
             "stage2_accuracy": float(np.mean(right_class)) if right_class else float("nan")}
 
 
-def summarize(predictions_by_fold: list[list[dict]], fits: list[dict], classes: list[str]) -> dict:
-    """Mean +- std over folds of every metric, the summed confusion matrix and the times."""
+def spread(values, n_repeats: int = 1) -> dict:
+    """Mean and std over every split of a metric's values (in split order, repeat by repeat; NaN ignored), each
+    repeat's mean, and the std of those means: how much the estimate moves with the fold assignment (0 with one
+    repeat)."""
+    values = np.asarray(values, dtype=float)
+    per_repeat = np.nanmean(values.reshape(n_repeats, -1), axis=1)
+    return {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values)), "repeats": per_repeat.tolist(),
+            "repeat_std": float(per_repeat.std())}
+
+
+def summarize(predictions_by_fold: list[list[dict]], fits: list[dict], classes: list[str], n_repeats: int = 1) -> dict:
+    """Mean +- std over splits of every metric, its spread across repeats, the summed confusion matrix and the times.
+
+    The splits are `n_repeats` full K-folds one after the other (folds.split_index); ``n_folds`` is K, and each
+    metric's ``folds`` lists its value on every split.
+    """
     folds = [fold_metrics(rows, classes) for rows in predictions_by_fold]
     acc = np.array([f["accuracy"] for f in folds])
     per_class = np.array([f["per_class"] for f in folds])
@@ -79,60 +112,71 @@ def summarize(predictions_by_fold: list[list[dict]], fits: list[dict], classes: 
     pred_s = np.array([f["predict_seconds"] for f in fits])
     stages = {name: np.array([f[name] for f in folds]) for name in STAGE_METRICS if name in folds[0]}
     return {
-        "classes": classes, "n_folds": len(folds),
-        "accuracy": {"mean": acc.mean(), "std": acc.std(), "folds": acc.tolist()},
-        "per_class_accuracy": {c: {"mean": float(np.nanmean(per_class[:, i])), "std": float(np.nanstd(per_class[:, i]))}
-                               for i, c in enumerate(classes)},
-        "macro_f1": {"mean": f1.mean(), "std": f1.std(), "folds": f1.tolist()},
-        **{name: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v)), "folds": v.tolist()}
-           for name, v in stages.items()},
+        "classes": classes, "n_folds": len(folds) // n_repeats, "n_repeats": n_repeats,
+        "accuracy": {**spread(acc, n_repeats), "folds": acc.tolist()},
+        "per_class_accuracy": {c: spread(per_class[:, i], n_repeats) for i, c in enumerate(classes)},
+        "macro_f1": {**spread(f1, n_repeats), "folds": f1.tolist()},
+        **{name: {**spread(v, n_repeats), "folds": v.tolist()} for name, v in stages.items()},
         "confusion": cm.tolist(),
         "confusion_normalized": np.divide(cm, rows_sum, out=np.zeros(cm.shape), where=rows_sum > 0).tolist(),
-        "fit_seconds": {"mean": fit_s.mean(), "std": fit_s.std(), "total": fit_s.sum()},
-        "predict_seconds": {"mean": pred_s.mean(), "std": pred_s.std(), "total": pred_s.sum()},
+        "fit_seconds": {**spread(fit_s, n_repeats), "total": fit_s.sum()},
+        "predict_seconds": {**spread(pred_s, n_repeats), "total": pred_s.sum()},
     }
 
 
 def tidy_rows(run: dict, metrics: dict) -> list[dict]:
-    """One row per metric (and class) of one run; `run` holds scheme, balance, method, classifier, k."""
-    base = {**run, "n_folds": metrics["n_folds"]}
+    """One row per metric (and class) of one run; `run` holds scheme, balance, input_mode, method, classifier, k."""
+    base = {**run, "n_folds": metrics["n_folds"], "n_repeats": metrics["n_repeats"]}
     rows = [{**base, "metric": name, "class": "all", "mean": f"{metrics[name]['mean']:.6f}",
-             "std": f"{metrics[name]['std']:.6f}"}
+             "std": f"{metrics[name]['std']:.6f}", "repeat_std": f"{metrics[name]['repeat_std']:.6f}"}
             for name in ("accuracy", "macro_f1", *(n for n in STAGE_METRICS if n in metrics), "fit_seconds",
                          "predict_seconds")]
-    rows += [{**base, "metric": "class_accuracy", "class": c, "mean": f"{v['mean']:.6f}", "std": f"{v['std']:.6f}"}
-             for c, v in metrics["per_class_accuracy"].items()]
+    rows += [{**base, "metric": "class_accuracy", "class": c, "mean": f"{v['mean']:.6f}", "std": f"{v['std']:.6f}",
+              "repeat_std": f"{v['repeat_std']:.6f}"} for c, v in metrics["per_class_accuracy"].items()]
     return rows
 
 
 COMPARISON_COLUMNS = ["scheme", "rank", "representation", "input_mode", "classifier", "balance", "accuracy_mean",
-                      "accuracy_std", "macro_f1_mean", "macro_f1_std", "fit_seconds", "n_folds", "method", "k"]
+                      "accuracy_std", "accuracy_repeat_std", "macro_f1_mean", "macro_f1_std", "macro_f1_repeat_std",
+                      "fit_seconds", "n_folds", "n_repeats", "method", "k"]
 # Readable names of the tidy table's methods; VLAD's with its K.
 REPRESENTATION_NAMES = {"hcol": "VLAD of hypercolumns, K={k}", "pooled_hcol": "pooled hypercolumns",
                         "baseline": "VGG16 pooled top layer (baseline)"}
+# The tidy method name's suffix of a run evaluated with test-time rotation averaging (evaluation.rotation_averaging):
+# the same folds' fits, each validation image's probabilities averaged over its four rotations.
+ROTATION_AVERAGED = "+tta"
 
 
-def comparison_rows(tidy: list[dict], input_mode: str) -> list[dict]:
+def representation_name(method: str, k: str) -> str:
+    """The readable name of a tidy method (hcol, pooled_hcol, baseline, each with or without ROTATION_AVERAGED)."""
+    base = method.removesuffix(ROTATION_AVERAGED)
+    name = REPRESENTATION_NAMES[base].format(k=k)
+    return f"{name}, averaged over 4 rotations" if base != method else name
+
+
+def comparison_rows(tidy: list[dict]) -> list[dict]:
     """One row per cross-validated run of the tidy table, ranked by accuracy within its scheme.
 
-    Accuracy and macro-F1 (mean, std over folds) and the mean fit seconds per fold are carried as the tidy
-    table has them. Sorted by scheme, then accuracy descending (then macro-F1, then names, so the order is
-    stable); runs of equal accuracy share a rank. `input_mode` is how the images met the network
-    (``hypercolumns.resize``). ``method`` and ``k`` are the tidy table's, to join the two tables on.
+    Accuracy and macro-F1 (mean and std over splits, std of the repeats' means) and the mean fit seconds per
+    split are carried as the tidy table has them. Sorted by scheme, then accuracy descending (then macro-F1, then
+    names, so the order is stable); runs of equal accuracy share a rank. ``input_mode`` is how the images met the
+    network. ``method`` and ``k`` are the tidy table's, to join the two tables on.
     """
     runs = {}
     for r in tidy:
         if r["class"] == "all" and r["metric"] in ("accuracy", "macro_f1", "fit_seconds"):
-            run = runs.setdefault(tuple(r[c] for c in ("scheme", "balance", "method", "classifier", "k")), {})
+            run = runs.setdefault(tuple(r[c] for c in ("scheme", "balance", "input_mode", "method", "classifier", "k")),
+                                  {})
             run[r["metric"]] = r
-    rows = [{"scheme": scheme, "representation": REPRESENTATION_NAMES[method].format(k=k), "input_mode": input_mode,
+    rows = [{"scheme": scheme, "representation": representation_name(method, k), "input_mode": input_mode,
              "classifier": classifier, "balance": balance,
-             "accuracy_mean": m["accuracy"]["mean"], "accuracy_std": m["accuracy"]["std"],
-             "macro_f1_mean": m["macro_f1"]["mean"], "macro_f1_std": m["macro_f1"]["std"],
-             "fit_seconds": m["fit_seconds"]["mean"], "n_folds": m["accuracy"]["n_folds"], "method": method, "k": k}
-            for (scheme, balance, method, classifier, k), m in runs.items()]
+             **{f"{name}_{stat}": m[name][stat] for name in ("accuracy", "macro_f1")
+                for stat in ("mean", "std", "repeat_std")},
+             "fit_seconds": m["fit_seconds"]["mean"], "n_folds": m["accuracy"]["n_folds"],
+             "n_repeats": m["accuracy"]["n_repeats"], "method": method, "k": k}
+            for (scheme, balance, input_mode, method, classifier, k), m in runs.items()]
     rows.sort(key=lambda r: (r["scheme"], -float(r["accuracy_mean"]), -float(r["macro_f1_mean"]),
-                             r["representation"], r["classifier"], r["balance"]))
+                             r["representation"], r["input_mode"], r["classifier"], r["balance"]))
     for i, row in enumerate(rows):
         first_of_scheme = i == 0 or rows[i - 1]["scheme"] != row["scheme"]
         position = 1 if first_of_scheme else position + 1
@@ -151,15 +195,22 @@ def run_leakage_records(run: str, plan: list[dict], folds: list[dict], fits: lis
     group_of = {r["id"]: r["group"] for r in folds}
     records = []
     for fold, fit in enumerate(fits):
-        val_ids = {r["id"] for r in plan if r["role"] == "val" and int(r["fold"]) == fold}
+        # The rotated copies rotation averaging predicts (VAL_ROTATED) are validation entries of their image's split.
+        val_ids = {r["id"] for r in plan if r["role"] in ("val", VAL_ROTATED) and int(r["fold"]) == fold}
         fitted = {"classifier": fit["train_ids"]}
         if "early_stopping_groups" in fit:  # XGBoost held out training groups to stop on
             fitted["early stopping"] = fit["early_stopping_groups"]
         if dictionary_fit_ids:
             fitted["dictionary/PCA"] = dictionary_fit_ids[fold]
-        records.append({"name": f"{run}/fold{fold}", "val_ids": val_ids,
-                        "val_groups": {group_of[i] for i in val_ids}, "fitted": fitted})
+        records.append(leakage_record(f"{run}/fold{fold}", val_ids, group_of, fitted))
     return records
+
+
+def leakage_record(name: str, val_ids, group_of: dict, fitted: dict) -> dict:
+    """The check_leakage record of one split. What was `fitted` on ids counts with their groups too, so that an
+    image of a validation image's group (a byte-identical twin, a tile) is leakage, not only the image itself."""
+    return {"name": name, "val_ids": set(val_ids), "val_groups": {group_of[i] for i in val_ids},
+            "fitted": {what: set(used) | {group_of[i] for i in used if i in group_of} for what, used in fitted.items()}}
 
 
 def check_leakage(fold_records: list[dict]) -> list[str]:

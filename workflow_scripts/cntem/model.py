@@ -26,7 +26,7 @@ from .vlad import VladEncoder
 
 log = logging.getLogger(__name__)
 
-FORMAT = "cntem-model-3"  # 3: XGBoost as a Booster cut at its best round, screened columns inside
+FORMAT = "cntem-model-4"  # 4: the input mode; 3: XGBoost as a Booster cut at its best round, screened columns inside
 # The image representations a model can use, by the name model.json records (encoder.representation).
 ENCODERS = {encoder.name: encoder for encoder in (VladEncoder, PooledHypercolumnEncoder)}
 
@@ -75,17 +75,21 @@ class Model:
         return Preprocess(**{**self.weights_["preprocess"], "mean": tuple(self.weights_["preprocess"]["mean"]),
                              "std": tuple(self.weights_["preprocess"]["std"])})
 
-    def check_compatible(self, weights: Weights, taps=None) -> None:
-        """Refuse features other than the model's: other weights or other taps."""
+    def check_compatible(self, weights: Weights, taps=None, input_mode: str | None = None) -> None:
+        """Refuse features other than the model's: other weights, taps or input mode (what the network sees)."""
         problems = []
         if weights.sha256 != self.weights_["sha256"]:
             problems.append(f"weights {weights.name} (sha256 {weights.sha256[:12]}...) differ from the model's "
                             f"{self.weights_['name']} (sha256 {self.weights_['sha256'][:12]}...)")
         if taps is not None and list(taps) != list(self.extraction_.taps):
             problems.append(f"taps {list(taps)} differ from the model's {list(self.extraction_.taps)}")
+        if input_mode is not None and input_mode != self.extraction_.input_mode:
+            problems.append(f"input mode {input_mode} differs from the model's {self.extraction_.input_mode} "
+                            f"(max_side {self.extraction_.max_side})")
         if problems:
             raise ModelMismatchError("the model was trained on other features: " + "; ".join(problems)
-                                     + ". Use the model's weights and taps, or train a new model (target 'model').")
+                                     + ". Use the model's weights, taps and input mode, or train a new model "
+                                     "(target 'model').")
 
     def with_training_input(self, weights: Weights) -> Weights:
         """The model's weights with the input convention the model was trained with.
@@ -126,7 +130,7 @@ class Model:
                                        on_unreadable=on_unreadable, on_note=on_note):
             parts.append(self.encoder.transform_extracted(batch, settings))
             if on_batch:
-                on_batch(len(batch.coords))
+                on_batch(len(batch.views))
         return np.concatenate(parts) if parts else np.empty((0, self.encoder.dim), np.float32)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:

@@ -170,7 +170,10 @@ def method_comparison(rows: list[dict], path, scheme: str) -> None:
                          label="macro-F1")
     for yi, v in zip(y, accuracy):  # inside the bar's foot, clear of the error bar
         ax.text(0.01, yi, f"{100 * v:.1f}", va="center", fontsize=7, color="white" if v > 0.1 else "black")
-    ax.set_yticks(y, [f"{r['representation']} · {r['classifier']} · {r['balance']}" for r in rows], fontsize=8)
+    # The input mode is named when the scheme's methods span several (representations.input_modes).
+    several_modes = len({r["input_mode"] for r in rows}) > 1
+    ax.set_yticks(y, [" · ".join([r["representation"], *([r["input_mode"]] if several_modes else []), r["classifier"],
+                                  r["balance"]]) for r in rows], fontsize=8)
     ax.set_xlim(0, 1.05)
     ax.set_xlabel(f"mean over {rows[0]['n_folds']} cross-validation folds")
     ax.grid(axis="x", alpha=0.3)

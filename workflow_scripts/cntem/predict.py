@@ -16,6 +16,7 @@ from . import ActionableError
 from .backbone import Weights
 from .io import IMAGE_SUFFIXES, write_table
 from .model import Model
+from .tta import TTA_ROTATIONS, average_over_rotations
 
 log = logging.getLogger(__name__)
 
@@ -40,35 +41,45 @@ def list_images(inputs) -> list[Path]:
 
 
 def predict_images(model: Model, files, weights: Weights, device: torch.device, batch_size: int = 16,
-                   progress: bool = False) -> tuple[list[dict], list[dict]]:
+                   progress: bool = False, rotation_averaging: bool = False) -> tuple[list[dict], list[dict]]:
     """Classify `files` -> (rows, unreadable).
 
     rows: one per classified file, in the order given: file, predicted class, its probability, the
     probability of every class, and a note ('' or a warning about that file). unreadable: file and
     reason for every file that could not be decoded; those are logged and left out of rows.
+    With `rotation_averaging` a file's probabilities are the mean over the file and its 90/180/270-degree
+    rotated copies (tta.average_over_rotations), each through the same extraction and encoder.
     """
     from tqdm import tqdm
 
     files = [str(f) for f in files]
-    # A file's pixel sample is keyed by its name, as a dataset image's is by its id.
-    entries = [{"id": Path(f).name, "rotation": 0, "path": f} for f in files]
+    rotations = TTA_ROTATIONS if rotation_averaging else (0,)
+    # A file's pixel sample is keyed by its name, as a dataset image's is by its id. Entries are
+    # file-major: entry j is file j // len(rotations).
+    entries = [{"id": Path(f).name, "rotation": r, "path": f} for f in files for r in rotations]
     reasons, notes = {}, {}  # by index in files
     bar = tqdm(total=len(entries), desc="predict", unit="img", disable=not progress)
 
     def skip_unreadable(index, reason):
-        log.warning("%s: unreadable, not classified (%s)", files[index], reason)
+        index //= len(rotations)
+        if index not in reasons:  # once a file, not once a rotation
+            log.warning("%s: unreadable, not classified (%s)", files[index], reason)
         reasons[index] = reason
         bar.update(1)
 
     def keep_note(index, note):
-        log.warning("%s: %s", files[index], note)
+        index //= len(rotations)
+        if index not in notes:
+            log.warning("%s: %s", files[index], note)
         notes[index] = note
 
     x = model.encode_images(entries, weights, device, batch_size, on_unreadable=skip_unreadable, on_note=keep_note,
                             on_batch=bar.update)
     bar.close()
-    proba = model.predict_proba(x)
-    classified = [i for i in range(len(files)) if i not in reasons]  # the order of the rows of x
+    kept = [j for j in range(len(entries)) if j // len(rotations) not in reasons]  # the order of the rows of x
+    classified, proba = [j // len(rotations) for j in kept], model.predict_proba(x)
+    if rotation_averaging:
+        classified, proba = average_over_rotations(classified, [entries[j]["rotation"] for j in kept], proba)
     rows = []
     for i, p in zip(classified, proba):
         best = int(p.argmax())

@@ -31,31 +31,33 @@ def assign_shard(image_id: str, n_shards: int) -> int:
     return int.from_bytes(hashlib.sha256(image_id.encode()).digest()[:8], "little") % n_shards
 
 
-# Entries an automatic shard holds at most: ~40 s of network on 2 CPU cores, against a few seconds
-# of job start-up (Python, torch, the weights).
-ENTRIES_PER_SHARD = 512
+# Views (network inputs) an automatic shard holds at most: ~40 s of network on 2 CPU cores, against a few
+# seconds of job start-up (Python, torch, the weights). A squashed entry is one view.
+VIEWS_PER_SHARD = 512
 
 
-def shard_count(setting: int | str, n_entries: int) -> int:
+def shard_count(setting: int | str, n_views: int) -> int:
     """The number of shards: `setting` itself, or for "auto" the smallest power of two giving shards of
-    about ENTRIES_PER_SHARD entries or fewer. Powers of two change rarely as images are added (each
+    about VIEWS_PER_SHARD views or fewer. Powers of two change rarely as images are added (each
     change re-extracts every shard); a fixed number never moves an image."""
     if setting != "auto":
         return int(setting)
-    return 1 << max(0, math.ceil(math.log2(max(n_entries, 1) / ENTRIES_PER_SHARD)))
+    return 1 << max(0, math.ceil(math.log2(max(n_views, 1) / VIEWS_PER_SHARD)))
 
 
-def shard_manifest(images: list[dict], plans: list[list[dict]], shards: int | str) -> list[dict]:
-    """The (image, rotation) entries to extract, each with its path and shard.
+def shard_manifest(images: list[dict], plans: list[list[dict]], shards: int | str, settings) -> list[dict]:
+    """The (image, rotation) entries to extract, each with its path, shard and number of views.
 
     A class that any plan augments gets all three rotations of every image extracted, so the
     manifest (and every shard's content) depends on class membership, not on fold assignment:
     adding images re-extracts only the shards those images fall into. `shards` is a count or "auto"
-    (shard_count).
+    (shard_count) of about VIEWS_PER_SHARD views each; `settings` (ExtractionSettings) says how many
+    views an image of its width and height has.
     """
     from .folds import ROTATIONS
 
     path_of = {r["id"]: r["path"] for r in images}
+    views_of = {r["id"]: len(settings.view_origins(int(r["width"]), int(r["height"]))) for r in images}
     rotations = {}
     for plan in plans:
         augmented = {r["class"] for r in plan if int(r["rotation"]) != 0}
@@ -63,18 +65,19 @@ def shard_manifest(images: list[dict], plans: list[list[dict]], shards: int | st
             entry_rotations = rotations.setdefault(r["id"], {0})
             if r["class"] in augmented:
                 entry_rotations.update(ROTATIONS)
-    n_shards = shard_count(shards, sum(map(len, rotations.values())))
-    return [{"id": i, "rotation": rot, "path": path_of[i], "shard": assign_shard(i, n_shards)}
+    n_shards = shard_count(shards, sum(len(r) * views_of[i] for i, r in rotations.items()))
+    return [{"id": i, "rotation": rot, "path": path_of[i], "shard": assign_shard(i, n_shards), "views": views_of[i]}
             for i in sorted(rotations) for rot in sorted(rotations[i])]
 
 
-MANIFEST_COLUMNS = ["id", "rotation", "path", "shard"]
+MANIFEST_COLUMNS = ["id", "rotation", "path", "shard", "views"]
 
 
-def shard_bytes(n_entries: int, settings) -> int:
-    """Bytes the shards of `n_entries` entries take: float16 taps, int16 coordinates and the float32 pooled
-    hypercolumn (the baseline's pooled features, 2 or 16 kB an entry, are left out)."""
-    return n_entries * (settings.stored_values() * 2 + settings.n_pixels * 4 + 2 * settings.n_features * 4)
+def shard_bytes(n_entries: int, n_views: int, settings) -> int:
+    """Bytes the shards of `n_entries` entries with `n_views` views in all take: float16 taps and int16
+    coordinates per view, the float32 pooled hypercolumn per entry (the baseline's pooled features, 2 or
+    16 kB an entry, are left out)."""
+    return n_views * (settings.stored_values() * 2 + settings.n_pixels * 4) + n_entries * 2 * settings.n_features * 4
 
 
 def check_disk(out_dir, needed: int) -> None:
@@ -88,10 +91,11 @@ def check_disk(out_dir, needed: int) -> None:
                       "or run from a larger volume")
 
 
-# Version 3 adds each entry's pooled hypercolumn; version 2 kept the deep taps as feature maps and
+# Version 4 stores views (an entry has one or more: input modes tiles and native) and the input mode;
+# version 3 added each entry's pooled hypercolumn; version 2 kept the deep taps as feature maps and
 # interpolates them on read (~4.6 MB an entry at the paper's settings); version 1 stored every tap's
 # columns (14.8 MB an entry).
-SHARD_FORMAT = "cntem-shard-3"
+SHARD_FORMAT = "cntem-shard-4"
 
 
 class StaleShardError(ActionableError, ValueError):
@@ -144,10 +148,12 @@ def assemble_hypercolumns(taps: list[np.ndarray], coords: np.ndarray, size: int,
 
 
 class HypercolumnStore:
-    """Read access to the entries of many shards by (id, rotation).
+    """Read access to the entries of many shards by (id, rotation), and to their views.
 
-    `bytes_read` counts the stored bytes read so far (coordinates and taps), so that a job can
-    say how much of the shards it needed.
+    An entry has one or more views (input modes tiles and native), stored as consecutive rows; a view is
+    located by (shard, row). Encoders read views (``entry_views``, ``read_taps_into``,
+    ``read_hypercolumns_into``); the pooled features are one row per entry. `bytes_read` counts the stored
+    bytes read so far (coordinates and taps), so that a job can say how much of the shards it needed.
     """
 
     def __init__(self, shard_paths):
@@ -161,14 +167,17 @@ class HypercolumnStore:
                         f"(rm {Path(path).parent}/shard-*.h5) and rerun to extract them again")
                 ids = h5["ids"].asstr()[()]
                 rots = h5["rotations"][()]
-                attrs = {k: h5.attrs[k] for k in ("weights_sha256", "taps", "density", "image_size", "resize", "seed")}
+                views = h5["views"][()]
+                attrs = {k: h5.attrs[k] for k in ("weights_sha256", "taps", "density", "image_size", "input_mode",
+                                                  "max_side", "seed")}
                 if self.attrs is None:
                     self.attrs = {**dict(h5.attrs)}
                 elif any(self.attrs[k] != v for k, v in attrs.items()):
                     raise ValueError(f"{path} was extracted with other settings than {self.paths[0]}; "
                                      "delete the stale shards and rerun")
+            first_views = np.concatenate([[0], np.cumsum(views)])
             for row, (i, r) in enumerate(zip(ids, rots)):
-                self.index[(str(i), int(r))] = (s, row)
+                self.index[(str(i), int(r))] = (s, row, int(first_views[row]), int(views[row]))
         self.settings = self.extraction_settings()
         self.taps = list(self.settings.taps)
         self._files, self._scratch, self.bytes_read = {}, None, 0
@@ -178,24 +187,30 @@ class HypercolumnStore:
             self._files[s] = h5py.File(self.paths[s], "r")
         return self._files[s]
 
-    def locate(self, image_id: str, rotation: int):
+    def locate(self, image_id: str, rotation: int) -> tuple[int, int, int, int]:
+        """(shard, entry row, first view row, number of views) of an entry."""
         try:
             return self.index[(image_id, int(rotation))]
         except KeyError:
             raise KeyError(f"no hypercolumns for {image_id} rotated {rotation}; rerun the extraction") from None
 
+    def entry_views(self, entries) -> list[list[tuple[int, int]]]:
+        """Per (id, rotation) entry, its views as (shard, row) locators."""
+        located = [self.locate(image_id, rotation) for image_id, rotation in entries]
+        return [[(s, first + v) for v in range(n)] for s, _, first, n in located]
+
     @property
-    def entry_shape(self) -> tuple[int, int]:
-        """(sampled pixels, features) of every entry."""
+    def view_shape(self) -> tuple[int, int]:
+        """(sampled pixels, features) of every view."""
         return self.settings.n_pixels, self.settings.n_features
 
-    def read_hypercolumns_into(self, image_id: str, rotation: int, out: np.ndarray, rows=None) -> None:
-        """An entry's hypercolumns (P, D), or only its sampled pixels `rows`, into a caller's buffer.
+    def read_hypercolumns_into(self, view: tuple[int, int], out: np.ndarray, rows=None) -> None:
+        """A view's hypercolumns (P, D), or only its sampled pixels `rows`, into a caller's buffer.
 
-        Each tap is read whole into a buffer kept between calls (no fresh arrays per entry); maps
+        Each tap is read whole into a buffer kept between calls (no fresh arrays per view); maps
         are interpolated at the pixels wanted.
         """
-        s, row = self.locate(image_id, rotation)
+        s, row = view
         h5 = self._file(s)
         if self._scratch is None:
             self._scratch = [np.empty(h5[f"taps/{t}"].shape[1:], np.float16) for t in self.taps]
@@ -210,17 +225,17 @@ class HypercolumnStore:
 
     @property
     def tap_shapes(self) -> list[tuple[int, ...]]:
-        """Per tap, the shape one entry stores: (P, C) columns or a (side, side, C) map."""
+        """Per tap, the shape one view stores: (P, C) columns or a (side, side, C) map."""
         h5 = self._file(0)
         return [h5[f"taps/{t}"].shape[1:] for t in self.taps]
 
-    def read_taps_into(self, image_id: str, rotation: int, taps_out: list[np.ndarray], coords_out: np.ndarray) -> None:
-        """An entry's stored taps and pixel coordinates, as extraction wrote them, into the caller's buffers.
+    def read_taps_into(self, view: tuple[int, int], taps_out: list[np.ndarray], coords_out: np.ndarray) -> None:
+        """A view's stored taps and pixel coordinates, as extraction wrote them, into the caller's buffers.
 
         Nothing is interpolated: an encoder that is linear in the hypercolumns works on the maps
         themselves (VladEncoder.transform_taps), which is cheaper than assembling every column.
         """
-        s, row = self.locate(image_id, rotation)
+        s, row = view
         h5 = self._file(s)
         h5["coords"].read_direct(coords_out, source_sel=np.s_[row])
         for name, buffer in zip(self.taps, taps_out):
@@ -229,9 +244,12 @@ class HypercolumnStore:
         self.bytes_read += coords_out.nbytes
 
     def hypercolumns(self, image_id: str, rotation: int = 0) -> np.ndarray:
-        """An entry's (P, D) float16 hypercolumns, in a new array."""
-        out = np.empty(self.entry_shape, np.float16)
-        self.read_hypercolumns_into(image_id, rotation, out)
+        """An entry's (V x P, D) float16 hypercolumns, view after view, in a new array."""
+        views = self.entry_views([(image_id, rotation)])[0]
+        pixels, features = self.view_shape
+        out = np.empty((len(views) * pixels, features), np.float16)
+        for v, view in enumerate(views):
+            self.read_hypercolumns_into(view, out[v * pixels:(v + 1) * pixels])
         return out
 
     def total_bytes(self) -> int:
@@ -239,22 +257,25 @@ class HypercolumnStore:
         return sum(Path(p).stat().st_size for p in self.paths)
 
     def coords(self, image_id: str, rotation: int = 0) -> np.ndarray:
-        s, row = self.locate(image_id, rotation)
-        return self._file(s)["coords"][row]
+        """An entry's sampled pixels (V, P, 2), each view's in that view's own input coordinates."""
+        s, _, first, n = self.locate(image_id, rotation)
+        return self._file(s)["coords"][first:first + n]
 
     def pooled(self, entries) -> np.ndarray:
-        """The baseline's features (N, 512 or 4096) of (id, rotation) `entries`: pool5's global average or fc7."""
+        """The baseline's features (N, 512 or 4096) of (id, rotation) `entries`: pool5's global average or fc7
+        (over all of an entry's views)."""
         return self._entry_rows("pooled", entries)
 
     def pooled_hypercolumns(self, entries) -> np.ndarray:
         """The pooled hypercolumns (N, 2 x features) of (id, rotation) `entries`: the global mean of every
-        tapped map, then the global max of every tapped map (hypercolumns.pool_feature_maps)."""
+        tapped map, then the global max of every tapped map, over all of an entry's views
+        (hypercolumns.pool_feature_maps, pool_over_views)."""
         return self._entry_rows("pooled_hypercolumns", entries)
 
     def _entry_rows(self, dataset: str, entries) -> np.ndarray:
         rows = []
         for image_id, rotation in entries:
-            s, row = self.locate(image_id, rotation)
+            s, row, _, _ = self.locate(image_id, rotation)
             rows.append(self._file(s)[dataset][row])
         return np.stack(rows) if rows else np.empty((0, self._file(0)[dataset].shape[1]), np.float32)
 
@@ -264,7 +285,7 @@ class HypercolumnStore:
 
         a = self.attrs
         return ExtractionSettings(tuple(json.loads(a["taps"])), float(a["density"]), int(a["image_size"]),
-                                  str(a["resize"]), int(a["seed"]))
+                                  str(a["input_mode"]), int(a["max_side"]), int(a["seed"]))
 
     def weights_identity(self) -> dict:
         """Name, tensor sha256, random flag and input convention of the weights the shards came from."""

@@ -3,7 +3,9 @@
 For each image: every vector is assigned to its nearest centroid, residuals (x - c_k) are summed
 per centroid, each centroid's block is L2-normalised (intra-normalisation; empty clusters stay
 zero), and the whole vector is L2-normalised. Optional signed square-root (power)
-normalisation is applied to the sums first. Batched in torch, on the GPU when there is one.
+normalisation is applied to the sums first. Batched in torch, on the GPU when there is one. An image of
+several views (input modes tiles and native) has one VLAD vector of the descriptors of all its views: the
+views' sums and counts are added before normalisation.
 
 :class:`VladEncoder` is the one implementation: cross-validation encodes shard entries with it,
 the final model and prediction encode the hypercolumns of image files with it.
@@ -20,27 +22,52 @@ from .maps import StoredTaps
 
 def vlad(x: torch.Tensor, centroids: torch.Tensor, power_norm: bool = False) -> torch.Tensor:
     """(B, P, D) descriptors, (K, D) centroids -> (B, K * D) VLAD vectors."""
+    return normalised_vlad(*vlad_sums(x, centroids), centroids, power_norm)
+
+
+def nearest_centroid(dots: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Assignments (B, P) from the descriptors' dot products with the centroids (B, P, K)."""
+    # Squared distances up to the per-vector constant |x|^2, which does not change the argmin.
+    return (centroids.pow(2).sum(1) - 2 * dots).argmin(-1)
+
+
+def assignment_counts(assign: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, K): how many of each row's descriptors each centroid received."""
+    b = assign.shape[0]
+    rows = (assign + k * torch.arange(b, device=assign.device).unsqueeze(1)).reshape(-1)
+    return torch.bincount(rows, minlength=b * k).view(b, k)
+
+
+def vlad_sums(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, P, D) descriptors -> per centroid, the sum of the descriptors assigned to it (B, K, D) and their count (B, K)."""
     b, _, d = x.shape
     k = centroids.shape[0]
-    # Squared distances up to the per-vector constant |x|^2, which does not change the argmin.
-    assign = (centroids.pow(2).sum(1) - 2 * (x @ centroids.T)).argmin(-1)  # (B, P)
+    assign = nearest_centroid(x @ centroids.T, centroids)
     # Row (image b, centroid k) of the flattened sums receives every descriptor of b assigned to k.
     rows = (assign + k * torch.arange(b, device=x.device).unsqueeze(1)).reshape(-1)
     sums = torch.zeros(b * k, d, dtype=x.dtype, device=x.device).index_add_(0, rows, x.reshape(-1, d))
-    return normalised_vlad(sums.view(b, k, d), assign, centroids, power_norm)
+    return sums.view(b, k, d), assignment_counts(assign, k)
 
 
-def normalised_vlad(sums: torch.Tensor, assign: torch.Tensor, centroids: torch.Tensor, power_norm: bool) -> torch.Tensor:
-    """VLAD vectors (B, K * D) from the per-centroid descriptor sums (B, K, D) and the assignments (B, P)."""
+def normalised_vlad(sums: torch.Tensor, counts: torch.Tensor, centroids: torch.Tensor, power_norm: bool) -> torch.Tensor:
+    """VLAD vectors (B, K * D) from the per-centroid descriptor sums (B, K, D) and counts (B, K)."""
     b, k, d = sums.shape
-    rows = (assign + k * torch.arange(b, device=assign.device).unsqueeze(1)).reshape(-1)
-    counts = torch.bincount(rows, minlength=b * k).view(b, k).to(sums.dtype)
-    v = sums - counts.unsqueeze(-1) * centroids  # sum of residuals (x - c_k) per centroid
+    v = sums - counts.to(sums.dtype).unsqueeze(-1) * centroids  # sum of residuals (x - c_k) per centroid
     if power_norm:
         v = v.sign() * v.abs().sqrt()
     v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # intra-normalisation
     v = v.reshape(b, k * d)
     return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def sum_views(per_view: torch.Tensor, views) -> torch.Tensor:
+    """Rows of consecutive views added up per entry: (V, ...) -> (B, ...) for `views` (B,) counts."""
+    if len(views) == len(per_view):
+        return per_view
+    owner = torch.repeat_interleave(torch.arange(len(views), device=per_view.device),
+                                    torch.as_tensor(np.asarray(views), device=per_view.device))
+    return torch.zeros((len(views), *per_view.shape[1:]), dtype=per_view.dtype,
+                       device=per_view.device).index_add_(0, owner, per_view)
 
 
 class VladEncoder:
@@ -75,10 +102,18 @@ class VladEncoder:
         self._tensors = None
         return self
 
-    def transform_taps(self, taps: StoredTaps) -> torch.Tensor:
-        """A batch of entries' stored taps (float32, on `device`) -> (B, K * d) VLAD vectors.
+    def transform_taps(self, taps: StoredTaps, views=None) -> torch.Tensor:
+        """A batch of stored views (float32, on `device`) -> (B, K * d) VLAD vectors, one per entry of `views`
+        consecutive views each (default: one view an entry)."""
+        sums, counts = self.view_sums(taps)
+        if views is not None:
+            sums, counts = sum_views(sums, views), sum_views(counts, views)
+        return normalised_vlad(sums, counts, self._tensors[0], self.power_norm)
 
-        Equal to VLAD of the assembled hypercolumns (tested): with a PCA, each tap is projected at its
+    def view_sums(self, taps: StoredTaps) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per view of the batch, the per-centroid sums (V, K, d) and counts (V, K) of its descriptors.
+
+        Equal to those of the assembled hypercolumns (tested): with a PCA, each tap is projected at its
         own resolution and interpolated after; at full width, distances to the centroids and the
         per-centroid sums are computed on the maps.
         """
@@ -89,36 +124,49 @@ class VladEncoder:
         centroids, mean, rows = self._tensors
         if rows is not None:
             # (x - mean) R^T as x R^T - mean R^T: the projection is linear in x, so it is applied to the maps.
-            x = taps.at_pixels(taps.split(rows.T)) - mean @ rows.T
-            return vlad(x, centroids, self.power_norm)
-        dots = taps.at_pixels(taps.split(centroids.T))  # (B, P, K)
-        # Squared distances up to the per-vector constant |x|^2, which does not change the argmin.
-        assign = (centroids.pow(2).sum(1) - 2 * dots).argmin(-1)
-        return normalised_vlad(taps.sum_over(assign, len(centroids)), assign, centroids, self.power_norm)
+            return vlad_sums(taps.at_pixels(taps.split(rows.T)) - mean @ rows.T, centroids)
+        assign = nearest_centroid(taps.at_pixels(taps.split(centroids.T)), centroids)  # dots (V, P, K)
+        return taps.sum_over(assign, len(centroids)), assignment_counts(assign, len(centroids))
 
     def transform_store(self, store, entries, progress: bool = False, out=None):
         """VLAD vectors (N, K * d) float32 of (id, rotation) `entries` read from a HypercolumnStore.
 
-        Written batch by batch into `out` (an array or an HDF5 dataset of that shape) when given,
-        so that memory stays flat in N; else returned as a new array.
+        Views are read batch_size at a time, whatever entries they belong to: an entry's sums and counts
+        are added up over its views, and its vector is normalised once its last view is in. Vectors are
+        written into `out` (an array or an HDF5 dataset of that shape) as entries complete when given, so
+        that memory stays flat in N; else returned as a new array.
         """
         from tqdm import tqdm
 
         if out is None:
             out = np.empty((len(entries), self.dim), np.float32)
+        views = [(n, view) for n, entry_views in enumerate(store.entry_views(entries)) for view in entry_views]
+        ends_entry = [i + 1 == len(views) or views[i + 1][0] != entry for i, (entry, _) in enumerate(views)]
         # Batch buffers are allocated once and filled straight from the shards.
         taps = [np.empty((self.batch_size, *shape), np.float16) for shape in store.tap_shapes]
         coords = np.empty((self.batch_size, store.settings.n_pixels, 2), np.int16)
+        running = None  # (sums, counts) of the views read so far of an entry not yet complete
         bar = tqdm(total=len(entries), desc="VLAD", unit="img", disable=not progress)
-        for start in range(0, len(entries), self.batch_size):
-            chunk = entries[start:start + self.batch_size]
-            for row, (image_id, rotation) in enumerate(chunk):
-                store.read_taps_into(image_id, rotation, [t[row] for t in taps], coords[row])
+        for start in range(0, len(views), self.batch_size):
+            chunk = views[start:start + self.batch_size]
+            for row, (_, view) in enumerate(chunk):
+                store.read_taps_into(view, [t[row] for t in taps], coords[row])
             n = len(chunk)
             batch = StoredTaps([torch.from_numpy(t[:n]).to(self.device).float() for t in taps], coords[:n],
                                store.settings.image_size)
-            out[start:start + n] = self.transform_taps(batch).cpu().numpy()
-            bar.update(n)
+            sums, counts = self.view_sums(batch)
+            complete = []  # (entry, sums, counts) of the entries whose last view is in this batch
+            for row, (entry, _) in enumerate(chunk):
+                running = (sums[row], counts[row]) if running is None else \
+                    (running[0] + sums[row], running[1] + counts[row])
+                if ends_entry[start + row]:
+                    complete.append((entry, *running))
+                    running = None
+            if complete:  # consecutive entries
+                vectors = normalised_vlad(torch.stack([c[1] for c in complete]), torch.stack([c[2] for c in complete]),
+                                          self._tensors[0], self.power_norm)
+                out[complete[0][0]:complete[-1][0] + 1] = vectors.cpu().numpy()
+                bar.update(len(complete))
         bar.close()
         return out
 
@@ -127,7 +175,7 @@ class VladEncoder:
         `settings`: its float16 taps, encoded exactly as a shard's entries are."""
         taps = StoredTaps([torch.from_numpy(t).to(self.device).float() for t in batch.taps], batch.coords,
                           settings.image_size)
-        return self.transform_taps(taps).cpu().numpy()
+        return self.transform_taps(taps, batch.views).cpu().numpy()
 
     def describe(self) -> dict:
         return {"representation": self.name, "power_norm": self.power_norm, "k": self.dictionary.k}

@@ -1,0 +1,92 @@
+"""Test-time rotation averaging: the averaging itself, a fold's averaged predictions, and the rotated
+validation copies in the plans (never trained on, caught by the leakage check when they are)."""
+import numpy as np
+import pytest
+
+from cntem.classify import Classifier, LinearSoftmaxSettings
+from cntem.evaluate import (LeakageError, check_leakage, fit_and_predict_fold, rotation_averaged_rows,
+                            run_leakage_records)
+from cntem.folds import VAL_ROTATED, assign_folds, balance_plan, fold_entries, rotated_validation
+from cntem.tta import TTA_ROTATIONS, average_over_rotations
+
+CLASSES = ["Cl", "Fi", "Ma"]
+
+
+def test_average_is_the_mean_of_the_four_rotations_in_any_order():
+    rng = np.random.default_rng(0)
+    proba = rng.dirichlet(np.ones(3), size=8)  # 2 images x 4 rotations
+    keys = ["a"] * 4 + ["b"] * 4
+    rotations = list(TTA_ROTATIONS) * 2
+    ids, averaged = average_over_rotations(keys, rotations, proba)
+    assert ids == ["a", "b"]
+    np.testing.assert_array_equal(averaged, [proba[:4].mean(0), proba[4:].mean(0)])
+    order = rng.permutation(8)
+    shuffled = average_over_rotations([keys[i] for i in order], [rotations[i] for i in order], proba[order])
+    assert set(shuffled[0]) == {"a", "b"}
+    for key, row in zip(*shuffled):  # summed in rotation order whatever the rows' order: equal to the bit
+        np.testing.assert_array_equal(row, averaged[ids.index(key)])
+
+
+@pytest.mark.parametrize("rotations, message", [([0, 90, 180], "lack some"), ([0, 90, 90, 180, 270], "twice")])
+def test_an_image_without_exactly_its_four_rotations_is_refused(rotations, message):
+    with pytest.raises(ValueError, match=message):
+        average_over_rotations(["a"] * len(rotations), rotations, np.full((len(rotations), 3), 1 / 3))
+
+
+def test_a_folds_averaged_predictions_are_the_mean_of_its_classifiers_four_predictions():
+    """The fold's classifier, fitted once, predicts the image and its rotated copies; each averaged row is the mean of
+    those four probabilities, in the validation order, with the columns of the fold's own predictions."""
+    rng = np.random.default_rng(1)
+    train = {"X": rng.normal(size=(30, 6)) + np.repeat(np.eye(3, 6) * 3, 10, axis=0),
+             "y": np.repeat(CLASSES, 10).tolist(), "ids": [f"t{i}" for i in range(30)]}
+    val_ids = ["v2", "v0", "v1"]
+    val = {"X": rng.normal(size=(3, 6)), "ids": val_ids, "rotations": [0, 0, 0], "y": ["Ma", "Cl", "Fi"]}
+    rotated = {"X": rng.normal(size=(9, 6)), "ids": [i for i in val_ids for _ in range(3)],
+               "rotations": [90, 180, 270] * 3, "y": [y for y in val["y"] for _ in range(3)]}
+    classifier = Classifier(LinearSoftmaxSettings(), CLASSES)
+    rows, _ = fit_and_predict_fold(classifier, train, val, {i: i for i in train["ids"] + val_ids}, 0)
+    averaged = rotation_averaged_rows(classifier, val, rotated, 0)
+    assert [r["id"] for r in averaged] == val_ids and list(averaged[0]) == list(rows[0])
+    assert [r["true"] for r in averaged] == val["y"]
+    for n, row in enumerate(averaged):
+        four = classifier.predict_proba(np.vstack([val["X"][n:n + 1], rotated["X"][3 * n:3 * n + 3]]))
+        assert [float(row[f"p_{c}"]) for c in CLASSES] == pytest.approx(four.mean(0), abs=1e-6)
+        assert row["predicted"] == CLASSES[int(four.mean(0).argmax())]
+    assert any(r["p_Cl"] != a["p_Cl"] for r, a in zip(rows, averaged))  # the copies do change the answer
+
+
+def tta_plan(strategy="rotate"):
+    """A rotation-balanced 3-fold plan of 3 unequal classes, with the rotated validation copies."""
+    rows = [{"id": f"{c}{i}", "class": c, "group": f"{c}{i}"} for c, n in zip(CLASSES, (4, 7, 10)) for i in range(n)]
+    plan = balance_plan(assign_folds(rows, 3, seed=0), strategy, None, seed=0)
+    return rows, plan + rotated_validation(plan)
+
+
+def test_rotated_validation_copies_stay_in_their_fold_and_never_train():
+    _, plan = tta_plan()
+    for fold in range(3):
+        split = fold_entries(plan, fold, rotated=True)
+        val_ids = {r["id"] for r in split["val"]}
+        assert {(r["id"], r["rotation"]) for r in split[VAL_ROTATED]} == \
+            {(i, rot) for i in val_ids for rot in (90, 180, 270)}
+        assert not {r["id"] for r in split["train"]} & val_ids  # neither an image nor any copy of it trains
+        assert any(r["rotation"] for r in split["train"])  # the rotation balancing's own copies do
+        assert VAL_ROTATED not in fold_entries(plan, fold)  # only the rotation-averaged runs' jobs read them
+
+
+def test_the_leakage_check_treats_rotated_copies_as_their_image():
+    rows, plan = tta_plan()
+    fits = [{"train_ids": sorted({r["id"] for r in fold_entries(plan, f)["train"]})} for f in range(3)]
+    assert len(check_leakage(run_leakage_records("tiny/rotate/k8_tta/xgboost", plan, rows, fits, []))) == 3
+    # A fold-0 validation image's rotated copy trained on in fold 0 is leakage, as the image itself would be.
+    copy = next(r for r in plan if r["role"] == VAL_ROTATED and r["fold"] == 0)
+    leaky = plan + [{**copy, "role": "train"}]
+    fits_leaky = [{"train_ids": sorted({r["id"] for r in fold_entries(leaky, f)["train"]})} for f in range(3)]
+    with pytest.raises(LeakageError, match="fold0: classifier"):
+        check_leakage(run_leakage_records("run", leaky, rows, fits_leaky, []))
+    # A rotated copy predicted by a fold that trains on its image is leakage too.
+    trained_in_1 = next(r for r in plan if r["role"] == "train" and r["fold"] == 1)
+    misplaced = plan + [{**trained_in_1, "rotation": 90, "role": VAL_ROTATED}]
+    with pytest.raises(LeakageError, match="fold1: classifier"):
+        check_leakage(run_leakage_records("run", misplaced, rows, fits, []))
+

@@ -1,0 +1,174 @@
+"""Honest model selection: which method to deploy, and what choosing it is worth.
+
+A candidate method is an image representation with a classifier, named ``<method>/<classifier>``: ``k<K>/xgboost``
+(VLAD of hypercolumns at K) or ``pooled/random_forest`` (the pooled hypercolumns). Picking the best of several
+methods by their cross-validated accuracy and quoting that accuracy is optimistic: it is the largest of several
+noisy estimates. Nested cross-validation estimates the whole procedure instead: in each outer split the candidates
+are compared by an inner grouped cross-validation over the outer *training* rows only, and the one chosen is
+scored on the outer validation fold, which the choice never saw.
+
+The inner cross-validation reuses the outer split's encoded training rows (the ``vlad.h5`` or
+``pooled_hypercolumns.h5`` its classifiers were fitted on): a VLAD dictionary (and PCA) was fitted on the outer
+training entries, inner validation rows included, without their labels. That keeps the selection cheap (no
+dictionary per inner fold) and leaves the outer validation fold untouched.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from .classify import inner_splitter
+from .config import make_classifier
+from .encoded import load_encoded
+from .evaluate import fit_and_predict_fold, fold_metrics, spread
+from .schemes import ordered_classes
+
+TIE_RULE = "highest mean accuracy; ties to the higher mean macro-F1, then to the candidate listed first"
+
+
+def parse_candidate(name: str) -> tuple[str, str]:
+    """``"k50/xgboost"`` -> ``("k50", "xgboost")``: the representation (run method) and the classifier."""
+    method, classifier = name.split("/")
+    return method, classifier
+
+
+def candidate_methods(candidates: list[str]) -> list[str]:
+    """The representations (run methods) of `candidates`, each once, in the order they first appear."""
+    return list(dict.fromkeys(parse_candidate(c)[0] for c in candidates))
+
+
+def training_rows(paths: dict[str, str]):
+    """InnerSelection.fit's `train_of` over encoded fold files ({method: path}): of each file only the training
+    split is read, so the outer validation rows cannot reach the selection."""
+    return lambda method: load_encoded(paths[method], ("train",))[0]["train"]
+
+
+def best_candidate(scores: dict[str, dict], order: list[str]) -> str:
+    """The best of `order` by ``scores[name]["accuracy"]`` and ``["macro_f1"]`` (means), by TIE_RULE.
+
+    Scores are compared to 9 decimals, so that means equal on paper (the same counts of right images) tie.
+    """
+    return min(order, key=lambda n: (-round(scores[n]["accuracy"], 9), -round(scores[n]["macro_f1"], 9),
+                                     order.index(n)))
+
+
+class InnerSelection:
+    """Chooses one of `candidates` by a grouped cross-validation over one outer split's training rows only.
+
+    `settings` maps each classifier name to its config section. ``fit(train_of, group_of)``: ``train_of(method)``
+    returns the outer split's training rows in that representation (``X``, ``ids``, ``rotations``, ``y``, as
+    ``encoded.load_encoded`` gives a split); every method must give the same rows in the same order, so all
+    candidates meet the same inner folds. The inner folds never split a group (the rotated copies and twins of
+    a micrograph stay together) and, like outer validation folds, are scored on original images only
+    (rotation 0). Stratified by class where the groups allow (``classify.inner_splitter``, as ``logistic``
+    chooses its C).
+
+    After fit: ``scores_`` (per candidate, the accuracy and macro-F1 of each inner fold and their means),
+    ``best_`` (by TIE_RULE), ``inner_folds_`` (the ids each inner fold trained on and was scored on),
+    ``splitter_`` and ``used_ids_`` (every id the selection read: the leakage check's input).
+    """
+
+    def __init__(self, candidates: list[str], settings: dict[str, dict], inner_folds: int = 3, seed: int = 0,
+                 device: str = "cpu", threads: int = 1):
+        self.candidates, self.settings = list(candidates), settings
+        self.inner_folds, self.seed, self.device, self.threads = inner_folds, seed, device, threads
+
+    def fit(self, train_of, group_of: dict) -> "InnerSelection":
+        methods = candidate_methods(self.candidates)
+        self.scores_, self.used_ids_, reference = {}, set(), None
+        for method in methods:  # one representation in memory at a time: at the paper's width each is GBs
+            rows = train_of(method)
+            keys = list(zip(rows["ids"], np.asarray(rows["rotations"]).tolist()))
+            if reference is None:
+                reference, folds = keys, self._inner_folds(rows, group_of)
+            elif keys != reference:
+                raise ValueError(f"{method}: training rows differ from {methods[0]}'s; candidates must be encodings "
+                                 "of the same outer split's plan")
+            self.used_ids_ |= set(rows["ids"])
+            classes = ordered_classes(rows["y"])
+            for name in (c for c in self.candidates if parse_candidate(c)[0] == method):
+                self.scores_[name] = self._score(parse_candidate(name)[1], rows, folds, classes, group_of)
+        means = {n: {"accuracy": s["accuracy_mean"], "macro_f1": s["macro_f1_mean"]} for n, s in self.scores_.items()}
+        self.best_ = best_candidate(means, self.candidates)
+        return self
+
+    def _inner_folds(self, rows, group_of):
+        ids, y = np.array(rows["ids"]), np.array(rows["y"])
+        groups = np.array([group_of[i] for i in ids])
+        splitter = inner_splitter(y, groups, self.inner_folds, self.seed)
+        if splitter is None:
+            raise ValueError(f"{len(set(groups))} training group(s): too few for 2 inner folds")
+        original = np.asarray(rows["rotations"]) == 0
+        folds = [(train, val[original[val]]) for train, val in splitter.split(np.zeros(len(y)), y, groups)]
+        self.splitter_ = type(splitter).__name__
+        self.inner_folds_ = [{"train_ids": sorted(set(ids[train])), "val_ids": sorted(set(ids[val]))}
+                             for train, val in folds]
+        return folds
+
+    def _score(self, classifier_name, rows, folds, classes, group_of) -> dict:
+        def part(index):
+            return {"X": rows["X"][index], "ids": [rows["ids"][i] for i in index], "y": [rows["y"][i] for i in index]}
+
+        accuracy, macro_f1 = [], []
+        for i, (train, val) in enumerate(folds):
+            classifier = make_classifier(classifier_name, self.settings[classifier_name], classes, self.device,
+                                         self.threads)
+            predictions, _ = fit_and_predict_fold(classifier, part(train), part(val), group_of, f"inner{i}")
+            metrics = fold_metrics(predictions, classes)
+            accuracy.append(metrics["accuracy"])
+            macro_f1.append(metrics["macro_f1"])
+        return {"accuracy": accuracy, "macro_f1": macro_f1, "accuracy_mean": float(np.mean(accuracy)),
+                "macro_f1_mean": float(np.mean(macro_f1))}
+
+    def describe(self) -> dict:
+        return {"candidates": self.candidates, "chosen": self.best_, "tie_rule": TIE_RULE,
+                "inner": {"splitter": self.splitter_, "folds": self.inner_folds_, "seed": self.seed},
+                "inner_scores": self.scores_}
+
+
+def plain_scores(comparison: list[dict], candidates: dict[str, dict]) -> dict[str, dict]:
+    """Each candidate's plain cross-validated scores over all images, from the comparison table's rows (strings).
+
+    `candidates` maps a name to its run's keys in that table (scheme, balance, input_mode, method, classifier, k).
+    """
+    keys = ("scheme", "balance", "input_mode", "method", "classifier", "k")
+    by_run = {tuple(r[k] for k in keys): r for r in comparison}
+    rows = {name: by_run[tuple(str(run[k]) for k in keys)] for name, run in candidates.items()}
+    return {name: {"accuracy": float(r["accuracy_mean"]), "macro_f1": float(r["macro_f1_mean"]),
+                   "accuracy_std": float(r["accuracy_std"]), "accuracy_repeat_std": float(r["accuracy_repeat_std"])}
+            for name, r in rows.items()}
+
+
+def nested_summary(outer: list[dict], plain: dict[str, dict], candidates: list[str], n_repeats: int) -> dict:
+    """One scheme's selection: the nested estimate and the plain winner.
+
+    `outer` holds each outer split's result (InnerSelection.describe() with ``outer``: the chosen candidate's
+    accuracy and macro-F1 on the outer validation fold), in split order. ``nested`` is the honest estimate of
+    "deploy the candidate with the best grouped-CV accuracy": mean and std over outer splits, std across repeats,
+    the choice of every split. ``plain`` is that procedure run on all images: the candidates' plain
+    cross-validated scores and the winner (TIE_RULE), which ``model.method: auto`` deploys.
+    """
+    nested = {name: [o["outer"][name] for o in outer] for name in ("accuracy", "macro_f1")}
+    choices = [o["chosen"] for o in outer]
+    return {"candidates": candidates, "tie_rule": TIE_RULE, "n_folds": len(outer) // n_repeats, "n_repeats": n_repeats,
+            "nested": {**{name: {**spread(v, n_repeats), "folds": v} for name, v in nested.items()},
+                       "choices": choices, "choice_counts": dict(Counter(choices))},
+            "plain": {"scores": plain, "winner": best_candidate(plain, candidates)}}
+
+
+NESTED_COLUMNS = ["scheme", "n_candidates", "n_folds", "n_repeats", "nested_accuracy_mean", "nested_accuracy_std",
+                  "nested_accuracy_repeat_std", "nested_macro_f1_mean", "nested_macro_f1_std", "choices",
+                  "plain_winner", "plain_accuracy_mean", "plain_accuracy_std"]
+
+
+def nested_row(scheme: str, summary: dict) -> dict:
+    """The results/nested.tsv row of one scheme's nested_summary."""
+    nested, winner = summary["nested"], summary["plain"]["winner"]
+    return {"scheme": scheme, "n_candidates": len(summary["candidates"]), "n_folds": summary["n_folds"],
+            "n_repeats": summary["n_repeats"],
+            **{f"nested_{name}_{stat}": f"{nested[name][stat]:.6f}" for name, stats in
+               (("accuracy", ("mean", "std", "repeat_std")), ("macro_f1", ("mean", "std"))) for stat in stats},
+            "choices": " ".join(f"{split}:{choice}" for split, choice in enumerate(nested["choices"])),
+            "plain_winner": winner, "plain_accuracy_mean": f"{summary['plain']['scores'][winner]['accuracy']:.6f}",
+            "plain_accuracy_std": f"{summary['plain']['scores'][winner]['accuracy_std']:.6f}"}
