@@ -25,7 +25,7 @@ Reported:
 * the size on disk of results/hypercolumns and bytes per (image, rotation) entry;
 * the bare network: the VGG16 conv stack forward (bench_extract.bare_forward: random input,
   channels_last, bf16 autocast where the CPU has native bf16) on this machine, with the run's
-  batch size and every core, for as many entries as results/hypercolumns/manifest.tsv lists.
+  batch size and every core, for as many entries as results/hypercolumns/squash/manifest.tsv lists.
   A sample of batches is timed and the time extrapolated to all entries; the ratio
   wall / network says how far the workflow is from the network's own cost;
 * the share of the shard bytes the dictionary fits read, when fit_dictionary logs report it
@@ -129,8 +129,11 @@ def run_snakemake(workdir: Path, config: dict, targets: list[str], cores) -> flo
 def stage_figures(workdir: Path) -> dict:
     """rule -> jobs, summed job seconds, summed CPU seconds, largest peak RSS (MB) of any job."""
     stages = defaultdict(lambda: {"jobs": 0, "job_seconds": 0.0, "cpu_seconds": 0.0, "peak_rss_mb": 0.0})
-    for tsv in sorted((workdir / "results" / "benchmarks").rglob("*.tsv")):
-        rule = tsv.parent.name if tsv.parent.name != "benchmarks" else tsv.stem
+    root = workdir / "results" / "benchmarks"
+    for tsv in sorted(root.rglob("*.tsv")):
+        # results/benchmarks/<rule>/[<input mode>/]<job>.tsv, or results/benchmarks/<rule>.tsv
+        parts = tsv.relative_to(root).parts
+        rule = parts[0] if len(parts) > 1 else tsv.stem
         with open(tsv) as fh:
             for row in csv.DictReader(fh, delimiter="\t"):
                 stage = stages[rule]
@@ -148,7 +151,7 @@ def disk_bytes(folder: Path) -> int:
 
 
 def manifest_entries(workdir: Path) -> int:
-    with open(workdir / "results" / "hypercolumns" / "manifest.tsv") as fh:
+    with open(workdir / "results" / "hypercolumns" / "squash" / "manifest.tsv") as fh:
         return sum(1 for _ in csv.DictReader(fh, delimiter="\t"))
 
 

@@ -329,7 +329,8 @@ def test_a_model_of_pooled_hypercolumns_is_trained_and_predicts(tiny_run, tmp_pa
     assert meta["encoder"] == {"representation": "pooled", "taps": list(ExtractionSettings().taps)}
     model = Model.load(folder)
     assert isinstance(model.encoder, PooledHypercolumnEncoder) and model.encoder.dim == 2 * 1472
-    assert model.classifier.name == "logistic" and meta["settings"]["representation"] == {"representation": "pooled"}
+    assert model.classifier.name == "logistic"
+    assert meta["settings"]["representation"] == {"representation": "pooled", "input_mode": "squash"}
     rows = list(csv.DictReader(open(work / "results" / "predictions" / "predictions.csv")))
     class_of_prefix = {NIOSH_PREFIX[c]: c for c in ("Cl", "Fi", "Ma")}
     truth = [class_of_prefix[Path(r["file"]).stem.rsplit("-", 1)[0]] for r in rows]
