@@ -153,8 +153,12 @@ def method_shards(wildcards):
 
 def method_mode(method):
     """The input mode of a run method: the main one, or that of its "<mode>-" prefix."""
-    prefix, _, rest = method.rpartition("-")
-    return prefix or MAIN_MODE
+    return method.rpartition("-")[0] or MAIN_MODE
+
+
+def base_method(method):
+    """A run method without its input mode's prefix: "tiles-k50" -> "k50"."""
+    return method.rpartition("-")[2]
 
 
 def mode_method(mode, method):
@@ -164,7 +168,7 @@ def mode_method(mode, method):
 
 def vlad_k(wildcards):
     """K of a VLAD run method ("k50", "tiles-k50")."""
-    return int(wildcards.method.rpartition("-")[2][1:])
+    return int(base_method(wildcards.method)[1:])
 
 
 # ------------------------------------------------------------------------- runs
@@ -230,7 +234,7 @@ def run_dir(scheme, balance, method):
 def is_vlad(method):
     """Whether a run's method is VLAD of hypercolumns at some K ("k<K>", "<mode>-k<K>"), which has a dictionary per
     fold."""
-    return method.rpartition("-")[2].startswith("k")
+    return base_method(method).startswith("k")
 
 
 # The tidy table's name of each method other than VLAD ("hcol", with its K in the k column).
@@ -242,7 +246,7 @@ def run_descriptions(runs):
     with ROTATION_AVERAGED (+tta) when rotation-averaged, and classifier."""
     descriptions = []
     for s, b, m, c in runs:
-        name = m.rpartition("-")[2]  # without its input mode's prefix
+        name = base_method(m)
         base = name.removesuffix(TTA)
         method = ("hcol" if is_vlad(base) else TIDY_METHODS[base]) + (ROTATION_AVERAGED if name != base else "")
         descriptions.append({"scheme": s, "balance": b, "input_mode": method_mode(m), "classifier": c,
@@ -291,7 +295,7 @@ def representation_settings(method):
     """What a model's representation of a run method (k<K>: VLAD at K; pooled; either with a "<mode>-" prefix) is
     made of (train_model's params: a change retrains it). A model of pooled hypercolumns has no dictionary, so
     editing K or the VLAD settings leaves it as it is."""
-    mode, base = method_mode(method), method.rpartition("-")[2]
+    mode, base = method_mode(method), base_method(method)
     if base == "pooled":
         return {"representation": "pooled", "input_mode": mode}
     return {"representation": "vlad", "input_mode": mode, "k": int(base[1:]), "dictionary": config["dictionary"],

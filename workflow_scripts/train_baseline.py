@@ -2,7 +2,7 @@
 also the rotation-averaged predictions of the validation images."""
 from cntem import rule_log
 from cntem.config import make_classifier
-from cntem.evaluate import fit_and_predict_fold, rotation_averaged_rows, write_fold_outputs, write_predictions
+from cntem.evaluate import fit_and_predict_fold, rotation_averaged_rows, write_fold_outputs, write_fold_predictions
 from cntem.folds import VAL_ROTATED, entry_keys, fold_entries
 from cntem.io import read_table
 from cntem.schemes import ordered_classes
@@ -22,5 +22,5 @@ rows, info = fit_and_predict_fold(classifier, features["train"], features["val"]
 write_fold_outputs(rows, info, classifier.classes, snakemake.output.predictions, snakemake.output.fit)
 if averaged_path:
     averaged = rotation_averaged_rows(classifier, features["val"], features[VAL_ROTATED], snakemake.wildcards.fold)
-    write_predictions(averaged, classifier.classes, averaged_path)
+    write_fold_predictions(averaged, classifier.classes, averaged_path)
 log.info("baseline fold %s: accuracy %.3f", snakemake.wildcards.fold, info["accuracy"])

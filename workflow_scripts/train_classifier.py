@@ -4,7 +4,7 @@ rotation-averaged predictions."""
 from cntem import rule_log
 from cntem.config import make_classifier
 from cntem.encoded import load_encoded
-from cntem.evaluate import fit_and_predict_fold, rotation_averaged_rows, write_fold_outputs, write_predictions
+from cntem.evaluate import fit_and_predict_fold, rotation_averaged_rows, write_fold_outputs, write_fold_predictions
 from cntem.folds import VAL_ROTATED
 from cntem.io import read_table
 from cntem.schemes import ordered_classes
@@ -19,6 +19,6 @@ rows, info = fit_and_predict_fold(classifier, splits["train"], splits["val"], gr
 write_fold_outputs(rows, info, classifier.classes, snakemake.output.predictions, snakemake.output.fit)
 if snakemake.output.get("averaged"):  # rule train_classifier_tta
     averaged = rotation_averaged_rows(classifier, splits["val"], splits[VAL_ROTATED], snakemake.wildcards.fold)
-    write_predictions(averaged, classifier.classes, snakemake.output.averaged)
+    write_fold_predictions(averaged, classifier.classes, snakemake.output.averaged)
 log.info("%s: accuracy %.3f, fit %.1f s, predict %.2f s", dict(snakemake.wildcards.items()), info["accuracy"],
          info["fit_seconds"], info["predict_seconds"])

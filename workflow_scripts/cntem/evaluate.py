@@ -13,8 +13,8 @@ from .io import write_table
 from .schemes import class_tree
 from .tta import average_over_rotations
 
-TIDY_COLUMNS = ["scheme", "balance", "input_mode", "method", "classifier", "k", "metric", "class", "mean", "std", "repeat_std",
-                "n_folds", "n_repeats", "config"]
+TIDY_COLUMNS = ["scheme", "balance", "input_mode", "method", "classifier", "k", "metric", "class", "mean", "std",
+                "repeat_std", "n_folds", "n_repeats", "config"]
 # Of runs whose classes form a tree (schemes.class_tree), flat and hierarchical classifiers alike.
 STAGE_METRICS = ("stage1_accuracy", "stage2_accuracy")
 
@@ -52,12 +52,12 @@ def rotation_averaged_rows(classifier: Classifier, val: dict, rotated: dict, fol
     return prediction_rows(ids, [fold] * len(ids), val["y"], averaged, classifier.classes)
 
 
-def write_predictions(rows: list[dict], classes: list[str], path) -> None:
+def write_fold_predictions(rows: list[dict], classes: list[str], path) -> None:
     write_table(path, rows, PREDICTION_COLUMNS + [f"p_{c}" for c in classes])
 
 
 def write_fold_outputs(rows: list[dict], info: dict, classes: list[str], predictions_path, fit_path) -> None:
-    write_predictions(rows, classes, predictions_path)
+    write_fold_predictions(rows, classes, predictions_path)
     with open(fit_path, "w") as fh:
         json.dump(info, fh, indent=1)
 
