@@ -176,7 +176,7 @@ def cv_accuracy(workdir: Path) -> float | None:
         return None
     with open(path) as fh:
         for r in csv.DictReader(fh, delimiter="\t"):
-            if r["class"] == "all" and r["method"] == "hcol" and r["metric"] == "accuracy":
+            if r["class"] == "all" and r["representation"] == "vlad" and r["metric"] == "accuracy":
                 return float(r["mean"])
     return None
 

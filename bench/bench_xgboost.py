@@ -23,6 +23,7 @@ import numpy as np
 from cntem.classify import Classifier, settings_for
 from cntem.evaluate import fit_and_predict_fold, summarize
 from cntem.io import read_table
+from cntem.runs import Representation
 from cntem.schemes import ordered_classes
 from cntem.encoded import load_encoded
 
@@ -34,10 +35,11 @@ OPTIONS = {
 }
 
 
-def fold_paths(results: Path, scheme: str, balance: str, k: int) -> list[Path]:
-    paths = sorted((results / scheme / balance / f"k{k}").glob("fold*/vlad.h5"), key=lambda p: p.parent.name)
+def fold_paths(results: Path, scheme: str, balance: str, k: int, input_mode: str = "squash") -> list[Path]:
+    folder = results / scheme / balance / Representation(input_mode, "vlad", k).name
+    paths = sorted(folder.glob("fold*/vlad.h5"), key=lambda p: p.parent.name)
     if not paths:
-        raise SystemExit(f"no fold*/vlad.h5 under {results / scheme / balance / f'k{k}'}")
+        raise SystemExit(f"no fold*/vlad.h5 under {folder}")
     return paths
 
 

@@ -5,12 +5,14 @@ rule evaluate:
     input:
         unpack(evaluation_inputs),
     output:
-        metrics="results/{scheme}/{balance}/{method}/{classifier}/metrics.json",
-        leakage="results/{scheme}/{balance}/{method}/{classifier}/leakage.txt",
+        metrics="results/{scheme}/{balance}/{method}/metrics.json",
+        leakage="results/{scheme}/{balance}/{method}/leakage.txt",
     params:
         repeats=REPEATS,
+        # what the figures say of the run: how its features were extracted
+        extraction=lambda wildcards: extraction(Method.parse(wildcards.method).representation.input_mode),
     log:
-        "results/logs/{scheme}/{balance}/{method}/{classifier}/evaluate.log",
+        "results/logs/{scheme}/{balance}/{method}/evaluate.log",
     conda:
         "../envs/cntem.yaml"
     script:
@@ -19,11 +21,11 @@ rule evaluate:
 
 rule collect_metrics:
     input:
-        metrics=metrics_files(evaluation_runs()),
+        metrics=metrics_files(SPACE.runs()),
     output:
         report("results/metrics.tsv", category="2. Metrics", caption="../report/metrics.rst"),
     params:
-        runs=run_descriptions(evaluation_runs()),
+        runs=[run.columns() for run in SPACE.runs()],
         config_digest=CONFIG_DIGEST,
     log:
         "results/logs/collect_metrics.log",
@@ -48,7 +50,7 @@ rule compare_methods:
 
 rule leakage_check:
     input:
-        checks=[f"{run_dir(s, b, m)}/{c}/leakage.txt" for s, b, m, c in evaluation_runs()],
+        checks=[f"results/{run.name}/leakage.txt" for run in SPACE.runs()],
     output:
         report("results/leakage_check.txt", category="2. Metrics", caption="../report/leakage.rst"),
     log:
@@ -65,8 +67,6 @@ rule figure_accuracy_grid:
     output:
         report("results/figures/{scheme}/accuracy_grid.png", category="3. Figures", subcategory="{scheme}",
                caption="../report/accuracy_grid.rst"),
-    params:
-        panels=MAIN_PANELS,
     log:
         "results/logs/figures/{scheme}/accuracy_grid.log",
     conda:
@@ -82,7 +82,6 @@ rule figure_confusion_matrices:
         report("results/figures/{scheme}/confusion_matrices.png", category="3. Figures", subcategory="{scheme}",
                caption="../report/confusion_matrices.rst"),
     params:
-        panels=MAIN_PANELS,
         balance=MAIN_STRATEGY,
     log:
         "results/logs/figures/{scheme}/confusion_matrices.log",
@@ -95,7 +94,8 @@ rule figure_confusion_matrices:
 rule figure_tsne:
     input:
         # one named list per balance strategy: the script never parses paths
-        **{b: expand("results/{{scheme}}/{balance}/k{k}/fold{fold}/vlad.h5", balance=b, k=K_MAIN, fold=FOLDS)
+        **{b: expand("results/{{scheme}}/{balance}/{representation}/fold{fold}/vlad.h5", balance=b,
+                     representation=SPACE.paper_method().representation.name, fold=FOLDS)
            for b in STRATEGIES},
     output:
         report("results/figures/{scheme}/tsne.png", category="3. Figures", subcategory="{scheme}",
@@ -115,14 +115,12 @@ rule figure_tsne:
 rule figure_k_study:
     input:
         metrics=lambda wildcards: metrics_files(
-            [(wildcards.scheme, MAIN_STRATEGY, f"k{k}", c) for k, c in k_study_runs(wildcards.scheme)]),
+            [Run(wildcards.scheme, MAIN_STRATEGY, m) for m in SPACE.k_study(wildcards.scheme)]),
     output:
         accuracy=report("results/figures/{scheme}/k_study.png", category="3. Figures", subcategory="{scheme}",
                         caption="../report/k_study.rst"),
         time=report("results/figures/{scheme}/fit_time.png", category="3. Figures", subcategory="{scheme}",
                     caption="../report/fit_time.rst"),
-    params:
-        runs=lambda wildcards: k_study_runs(wildcards.scheme),
     log:
         "results/logs/figures/{scheme}/k_study.log",
     conda:
@@ -147,8 +145,9 @@ rule figure_comparison:
 
 rule figure_misclassified:
     input:
-        predictions=expand("results/{{scheme}}/{balance}/k{k}/fold{fold}/xgboost/predictions.tsv",
-                           balance=MAIN_STRATEGY, k=K_MAIN, fold=FOLDS),
+        predictions=expand("results/{{scheme}}/{balance}/{method}/fold{fold}/{classifier}/predictions.tsv",
+                           balance=MAIN_STRATEGY, method=SPACE.paper_method().representation.name,
+                           classifier=SPACE.paper_method().classifier, fold=FOLDS),
         images="results/{scheme}/images.tsv",
     output:
         report("results/figures/{scheme}/misclassified.png", category="3. Figures", subcategory="{scheme}",

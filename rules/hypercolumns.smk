@@ -13,8 +13,6 @@ checkpoint hypercolumn_manifest:
     params:
         extraction=lambda wildcards: extraction(wildcards.input_mode),
         shards=config["hypercolumns"]["shards"],
-        # rotation averaging is evaluated in the main input mode only: the other stores skip the rotated copies
-        rotation_averaging=lambda wildcards: wildcards.input_mode == MAIN_MODE,
     log:
         "results/logs/hypercolumns/{input_mode}/manifest.log",
     conda:

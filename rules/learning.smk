@@ -1,16 +1,20 @@
-"""Stage 3: per (scheme, balance, K, fold): dictionary, VLAD, classifiers; per (scheme, balance, fold): the
-pooled hypercolumns and their classifiers, the VGG16 + LS baseline. With evaluation.rotation_averaging, the fold
-jobs of the rotation-averaged runs (train_classifier_tta, train_baseline_tta) also write predictions_tta.tsv."""
+"""Stage 3: per (scheme, balance, representation, split): the representation's dictionary and encoded entries, and
+each classifier's fit and predictions (cntem.runs names them). At the balance strategies evaluated with rotation
+averaging, the fold files also hold each validation image's rotated copies, and the fold jobs (train_classifier_tta,
+train_baseline_tta) also write the averaged predictions."""
+
+# One split's files of a representation, as a pattern (common.smk's fold_dir gives them for a run).
+FOLD_FILES = "results/{scheme}/{balance}/{representation}/fold{fold}"
 
 
 rule fit_dictionary:
     input:
-        shards=method_shards,
+        shards=representation_shards,
         plan="results/{scheme}/{balance}/plan.tsv",
     output:
-        dictionary="results/{scheme}/{balance}/{method}/fold{fold}/dictionary.h5",
+        dictionary="results/{scheme}/{balance}/{representation}/fold{fold}/dictionary.h5",
     wildcard_constraints:
-        method=VLAD_METHOD,
+        representation=kind_pattern("vlad"),
     params:
         k=vlad_k,
         dictionary=config["dictionary"],
@@ -19,9 +23,9 @@ rule fit_dictionary:
     resources:
         gpu=1,
     benchmark:
-        "results/benchmarks/fit_dictionary/{scheme}-{balance}-{method}-fold{fold}.tsv"
+        "results/benchmarks/fit_dictionary/{scheme}-{balance}-{representation}-fold{fold}.tsv"
     log:
-        "results/logs/{scheme}/{balance}/{method}/fold{fold}/fit_dictionary.log",
+        "results/logs/{scheme}/{balance}/{representation}/fold{fold}/fit_dictionary.log",
     conda:
         "../envs/cntem.yaml"
     script:
@@ -30,23 +34,23 @@ rule fit_dictionary:
 
 rule encode_vlad:
     input:
-        shards=method_shards,
+        shards=representation_shards,
         plan="results/{scheme}/{balance}/plan.tsv",
-        dictionary="results/{scheme}/{balance}/{method}/fold{fold}/dictionary.h5",
+        dictionary="results/{scheme}/{balance}/{representation}/fold{fold}/dictionary.h5",
     output:
-        vlad="results/{scheme}/{balance}/{method}/fold{fold}/vlad.h5",
+        vlad="results/{scheme}/{balance}/{representation}/fold{fold}/vlad.h5",
     wildcard_constraints:
-        method=VLAD_METHOD,
+        representation=kind_pattern("vlad"),
     params:
         power_norm=config["vlad"]["power_norm"],
-        rotated=lambda wildcards: wildcards.balance in TTA_BALANCES and wildcards.method in TTA_ENCODED,
+        rotated=lambda wildcards: wildcards.balance in TTA_BALANCES,
     threads: LEARNING_THREADS
     resources:
         gpu=1,
     benchmark:
-        "results/benchmarks/encode_vlad/{scheme}-{balance}-{method}-fold{fold}.tsv"
+        "results/benchmarks/encode_vlad/{scheme}-{balance}-{representation}-fold{fold}.tsv"
     log:
-        "results/logs/{scheme}/{balance}/{method}/fold{fold}/encode_vlad.log",
+        "results/logs/{scheme}/{balance}/{representation}/fold{fold}/encode_vlad.log",
     conda:
         "../envs/cntem.yaml"
     script:
@@ -56,18 +60,18 @@ rule encode_vlad:
 rule gather_pooled_hypercolumns:
     """One fold's entries as pooled hypercolumns, computed at extraction: what its classifiers read."""
     input:
-        shards=method_shards,
+        shards=representation_shards,
         plan="results/{scheme}/{balance}/plan.tsv",
     output:
-        pooled="results/{scheme}/{balance}/{method}/fold{fold}/pooled_hypercolumns.h5",
+        pooled="results/{scheme}/{balance}/{representation}/fold{fold}/pooled_hypercolumns.h5",
     wildcard_constraints:
-        method=POOLED_METHOD,
+        representation=kind_pattern("pooled"),
     params:
-        rotated=lambda wildcards: wildcards.balance in TTA_BALANCES and wildcards.method in TTA_ENCODED,
+        rotated=lambda wildcards: wildcards.balance in TTA_BALANCES,
     benchmark:
-        "results/benchmarks/gather_pooled_hypercolumns/{scheme}-{balance}-{method}-fold{fold}.tsv"
+        "results/benchmarks/gather_pooled_hypercolumns/{scheme}-{balance}-{representation}-fold{fold}.tsv"
     log:
-        "results/logs/{scheme}/{balance}/{method}/fold{fold}/gather_pooled_hypercolumns.log",
+        "results/logs/{scheme}/{balance}/{representation}/fold{fold}/gather_pooled_hypercolumns.log",
     conda:
         "../envs/cntem.yaml"
     script:
@@ -75,24 +79,24 @@ rule gather_pooled_hypercolumns:
 
 
 rule train_classifier:
-    """One classifier on one fold of a representation: VLAD at K (method k<K>) or the pooled hypercolumns."""
+    """One classifier on one fold of a VLAD or pooled representation."""
     input:
         encoded=encoded_fold,
         folds="results/{scheme}/folds.tsv",
     output:
-        predictions="results/{scheme}/{balance}/{method}/fold{fold}/{classifier}/predictions.tsv",
-        fit="results/{scheme}/{balance}/{method}/fold{fold}/{classifier}/fit.json",
+        predictions="results/{scheme}/{balance}/{representation}/fold{fold}/{classifier}/predictions.tsv",
+        fit="results/{scheme}/{balance}/{representation}/fold{fold}/{classifier}/fit.json",
     wildcard_constraints:
-        method=f"{VLAD_METHOD}|{POOLED_METHOD}",  # the baseline has its own rule
+        representation=f"{kind_pattern('vlad')}|{kind_pattern('pooled')}",  # the top layer has its own rule
     params:
         settings=lambda wildcards: config[wildcards.classifier],
     threads: LEARNING_THREADS
     resources:
         gpu=lambda wildcards: int(wildcards.classifier == "xgboost"),
     benchmark:
-        "results/benchmarks/train_classifier/{scheme}-{balance}-{method}-fold{fold}-{classifier}.tsv"
+        "results/benchmarks/train_classifier/{scheme}-{balance}-{representation}-fold{fold}-{classifier}.tsv"
     log:
-        "results/logs/{scheme}/{balance}/{method}/fold{fold}/{classifier}.log",
+        "results/logs/{scheme}/{balance}/{representation}/fold{fold}/{classifier}.log",
     conda:
         "../envs/cntem.yaml"
     script:
@@ -100,22 +104,23 @@ rule train_classifier:
 
 
 rule train_baseline:
+    """The paper's baseline on one fold: VGG16's pooled top layer, read from the shards, with a linear softmax."""
     input:
-        shards=method_shards,
+        shards=representation_shards,
         plan="results/{scheme}/{balance}/plan.tsv",
         folds="results/{scheme}/folds.tsv",
     output:
-        predictions="results/{scheme}/{balance}/{method}/fold{fold}/linear_softmax/predictions.tsv",
-        fit="results/{scheme}/{balance}/{method}/fold{fold}/linear_softmax/fit.json",
+        predictions="results/{scheme}/{balance}/{representation}/fold{fold}/linear_softmax/predictions.tsv",
+        fit="results/{scheme}/{balance}/{representation}/fold{fold}/linear_softmax/fit.json",
     wildcard_constraints:
-        method=BASELINE_METHOD,
+        representation=kind_pattern("top"),
     params:
         settings=config["baseline"],
     threads: LEARNING_THREADS
     benchmark:
-        "results/benchmarks/train_baseline/{scheme}-{balance}-{method}-fold{fold}.tsv"
+        "results/benchmarks/train_baseline/{scheme}-{balance}-{representation}-fold{fold}.tsv"
     log:
-        "results/logs/{scheme}/{balance}/{method}/fold{fold}/linear_softmax.log",
+        "results/logs/{scheme}/{balance}/{representation}/fold{fold}/linear_softmax.log",
     conda:
         "../envs/cntem.yaml"
     script:
@@ -124,26 +129,25 @@ rule train_baseline:
 
 if TTA_BALANCES:
 
-    # Rotation averaging (rotation_averaged_runs): the same fold jobs, which also predict the validation images'
+    # Rotation averaging: at the balance strategies it names, the same fold jobs also predict the validation images'
     # rotated copies of their fold file and write the averaged predictions; preferred where both rules match.
     use rule train_classifier as train_classifier_tta with:
         output:
-            predictions="results/{scheme}/{balance}/{method}/fold{fold}/{classifier}/predictions.tsv",
-            fit="results/{scheme}/{balance}/{method}/fold{fold}/{classifier}/fit.json",
-            averaged="results/{scheme}/{balance}/{method}/fold{fold}/{classifier}/predictions_tta.tsv",
+            predictions="results/{scheme}/{balance}/{representation}/fold{fold}/{classifier}/predictions.tsv",
+            fit="results/{scheme}/{balance}/{representation}/fold{fold}/{classifier}/fit.json",
+            averaged=f"{FOLD_FILES}/{{classifier}}/{predictions_file(ROTATION_AVERAGING)}",
         wildcard_constraints:
             balance="|".join(TTA_BALANCES),
-            method="|".join(TTA_ENCODED),
-            classifier="xgboost",
+            representation=f"{kind_pattern('vlad')}|{kind_pattern('pooled')}",
 
     use rule train_baseline as train_baseline_tta with:
         output:
-            predictions="results/{scheme}/{balance}/{method}/fold{fold}/linear_softmax/predictions.tsv",
-            fit="results/{scheme}/{balance}/{method}/fold{fold}/linear_softmax/fit.json",
-            averaged="results/{scheme}/{balance}/{method}/fold{fold}/linear_softmax/predictions_tta.tsv",
+            predictions="results/{scheme}/{balance}/{representation}/fold{fold}/linear_softmax/predictions.tsv",
+            fit="results/{scheme}/{balance}/{representation}/fold{fold}/linear_softmax/fit.json",
+            averaged=f"{FOLD_FILES}/linear_softmax/{predictions_file(ROTATION_AVERAGING)}",
         wildcard_constraints:
             balance="|".join(TTA_BALANCES),
-            method="baseline",
+            representation=kind_pattern("top"),
 
     ruleorder: train_classifier_tta > train_classifier
     ruleorder: train_baseline_tta > train_baseline

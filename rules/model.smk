@@ -7,7 +7,7 @@ rule train_model:
         plan=f"results/{{scheme}}/{MAIN_STRATEGY}/model_plan.tsv",
         folds="results/{scheme}/folds.tsv",
         # model.method auto: the selection's winner, from the plain CV of all candidates
-        selection=["results/nested.json"] if config["model"]["method"] == "auto" else [],
+        selection=["results/nested.json"] if SPACE.auto_model else [],
     output:
         model="results/model/{scheme}/model.json",
     params:
@@ -38,8 +38,8 @@ rule predict:
     params:
         weights=config["weights"],
         taps=config["hypercolumns"]["taps"],
-        # the input mode the model must have been trained in: the config's, unless the selection chose it (auto)
-        input_mode=config["hypercolumns"]["input_mode"] if config["model"]["method"] == "explicit" else None,
+        # the input mode the model must have been trained in: its method's, unless the selection chose it (auto)
+        input_mode=None if SPACE.auto_model else SPACE.model_candidates()[0].representation.input_mode,
         rotation_averaging=config["predict"]["rotation_averaging"],
     resources:
         gpu=1,

@@ -9,7 +9,7 @@ rule select_method:
     output:
         "results/{scheme}/nested/fold{fold}.json",
     params:
-        candidates=lambda wildcards: selection_candidates(wildcards.scheme),
+        candidates=selection_candidates,
         settings=lambda wildcards: {c: config[c] for c in selection_classifiers(wildcards.scheme)},
         inner_folds=config["selection"]["inner_folds"],
         seed=config["selection"]["seed"],
@@ -28,13 +28,14 @@ rule select_method:
 
 rule nested_cv:
     input:
-        splits=[f"results/{s}/nested/fold{f}.json" for s in nested_schemes() for f in SPLITS],
+        splits=[f"results/{s}/nested/fold{f}.json" for s in SPACE.nested_schemes() for f in SPLITS],
         comparison="results/comparison.tsv",
     output:
         table=report("results/nested.tsv", category="2. Metrics", caption="../report/nested.rst"),
         json="results/nested.json",
     params:
-        candidates=selection_descriptions(),
+        candidates={s: [m.name for m in SPACE.candidates(s)] for s in SPACE.nested_schemes()},
+        balance=MAIN_STRATEGY,
         repeats=REPEATS,
     log:
         "results/logs/nested_cv.log",

@@ -270,8 +270,8 @@ def test_run_leakage_records_read_each_fold_s_validation_and_fitted_sets():
             {"id": "a", "rotation": "90", "class": "Cl", "fold": "1", "role": "train"}]
     folds = [{"id": "a", "group": "ga"}, {"id": "b", "group": "gb"}]
     fits = [{"train_ids": ["b"], "early_stopping_groups": ["gb"]}, {"train_ids": ["a"]}]
-    records = run_leakage_records("s/rotate/k8/xgboost", plan, folds, fits, [["b"], ["a"]])
-    assert [r["name"] for r in records] == ["s/rotate/k8/xgboost/fold0", "s/rotate/k8/xgboost/fold1"]
+    records = run_leakage_records("s/rotate/squash-k8/xgboost", plan, folds, fits, [["b"], ["a"]])
+    assert [r["name"] for r in records] == ["s/rotate/squash-k8/xgboost/fold0", "s/rotate/squash-k8/xgboost/fold1"]
     assert records[0]["val_ids"] == {"a"} and records[0]["val_groups"] == {"ga"}
     # ids count with their groups: a twin or tile of a validation image is leakage too
     assert records[0]["fitted"] == {"classifier": {"b", "gb"}, "early stopping": {"gb"}, "dictionary/PCA": {"b", "gb"}}

@@ -11,6 +11,8 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from cntem.config import consistency_problems, schema_problems
+from cntem.method_space import MethodSpace
+from cntem.runs import CLASSIFIERS, INPUT_MODES, KINDS, Method, Representation, candidate_pattern
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "config" / "schema.yaml")
@@ -50,15 +52,15 @@ def test_niosh_config_is_the_papers_protocol_key_by_key(checkout):
     assert hc["image_size"] == 224 and hc["input_mode"] == "squash" and hc["max_side"] == 1024
     assert config["k"] == 50 and config["k_values"] == [10, 20, 50, 100, 200, 300]
     assert config["vlad"] == {"pca_dim": None, "pca_whiten": False, "power_norm": False}  # full 73,600-d VLAD
-    assert config["model"]["classifier"] == "xgboost" and config["classifiers"][0] == "xgboost"
-    # VLAD against the baseline only, and a model of VLADs: no representation beyond the paper's
+    assert config["classifiers"][0] == "xgboost"
+    # VLAD against the baseline only, and a model of the paper's method: no representation beyond the paper's
     assert config["representations"] == {"pooled": False, "input_modes": []}
-    assert config["model"]["representation"] == "vlad"
+    assert MethodSpace(config).model_candidates() == [Method.of("squash", "vlad", "xgboost", 50)]
     # each validation image and each new image predicted once, as it is: no rotation averaging
     assert config["evaluation"] == {"rotation_averaging": False} and config["predict"]["rotation_averaging"] is False
     assert config["cv"] == {"folds": 5, "seed": 42, "repeats": 1}  # one 5-fold assignment
     # no nested selection, and the deployed model is the paper's method as stated, not a selection's winner
-    assert config["selection"]["nested"] is False and config["model"]["method"] == "explicit"
+    assert config["selection"]["nested"] is False and config["model"]["method"] == "squash-k50/xgboost"
     assert config["balance"] == {"strategies": ["none", "rotate"], "per_class": 600, "seed": 42}
     assert config["schemes"] == ["4class", "8class"] and config["weights"] == "keras-imagenet"
     assert config["demo"]["enabled"] is False and config["predict"]["input"] is None
@@ -71,11 +73,11 @@ def test_schema_defaults_are_the_method_niosh_states():
     for key in ("cv", "selection", "dictionary", "vlad", "representations", "evaluation", "k", "k_values", "classifiers",
                 "xgboost", "random_forest", "adaboost", "baseline", "weights", "device"):
         assert defaults[key] == niosh[key], key
-    assert defaults["model"]["representation"] == niosh["model"]["representation"] == "vlad"
-    assert defaults["model"]["method"] == load("niosh.yaml")["model"]["method"] == "explicit"
+    # the default (null) deploys the paper's method, which niosh.yaml names
+    assert MethodSpace(defaults).model_candidates() == MethodSpace(niosh).model_candidates()
+    assert [m.name for m in MethodSpace(defaults).model_candidates()] == [load("niosh.yaml")["model"]["method"]]
     stated = load("niosh.yaml")
     assert stated["representations"] == {"pooled": False, "input_modes": []}
-    assert stated["model"]["representation"] == "vlad"
     for key in ("taps", "density", "image_size", "input_mode", "max_side", "seed"):
         assert defaults["hypercolumns"][key] == niosh["hypercolumns"][key], key
     stated = load("niosh.yaml")["xgboost"]  # every classifier setting written out, not inherited
@@ -170,8 +172,10 @@ def test_library_defaults_and_names_agree_with_the_schema():
     schema = yaml.safe_load(Path(SCHEMA).read_text())["properties"]
     assert schema["classifiers"]["items"]["enum"] == [n for n in NAMES if n != "linear_softmax"]
     assert all("description" in spec for spec in schema["logistic"]["properties"].values())
-    assert schema["model"]["properties"]["classifier"]["enum"] == schema["classifiers"]["items"]["enum"]
-    assert schema["model"]["properties"]["representation"]["enum"] == list(ENCODERS)  # what model.json restores
+    # the grammar (cntem.runs) knows every classifier, input mode and model encoder the schema and library know
+    assert set(CLASSIFIERS) == set(NAMES) and list(INPUT_MODES) == schema["hypercolumns"]["properties"]["input_mode"]["enum"]
+    assert {k for k in KINDS if Representation(INPUT_MODES[0], k, 50 if k == "vlad" else None).deployable} == set(ENCODERS)
+    assert schema["selection"]["properties"]["candidates"]["items"]["pattern"] == candidate_pattern()
     assert all("description" in spec for spec in schema["representations"]["properties"].values())
     assert make_extraction(defaults["hypercolumns"], defaults["hypercolumns"]["batch_size"]) == ExtractionSettings()
     assert make_dictionary(50, defaults["dictionary"], defaults["vlad"]).describe() == VisualDictionary(50).describe()

@@ -170,9 +170,9 @@ def test_dry_run_runs_hierarchical_only_on_schemes_with_a_tree(tmp_path):
               "custom_schemes": {**TINY["custom_schemes"], "tree": {"Cl": "Cl", "Fi": "Fi", "GS": "GS"}},
               "classifiers": ["xgboost", "random_forest", "adaboost", "hierarchical"]}
     log = snakemake(tmp_path, config, "-n")
-    hierarchical_runs = sorted(w for w in jobs_of(log, "evaluate") if "classifier=hierarchical" in w)
-    assert [w.split(", ")[:3] for w in hierarchical_runs] == [
-        ["scheme=tree", "balance=rotate", f"method={m}"] for m in ("k4", "k8", "pooled")]
+    hierarchical_runs = sorted(w for w in jobs_of(log, "evaluate") if w.endswith("/hierarchical"))
+    assert hierarchical_runs == [f"scheme=tree, balance=rotate, method=squash-{r}/hierarchical"
+                                 for r in ("k4", "k8", "pooled")]
     counts = job_counts(log)
     assert counts["evaluate"] == 2 * 12 + 3  # per scheme 9 + 3 pooled (test_workflow), + tree's hierarchical
     assert counts["train_classifier"] == 2 * 20 + 3 * 2

@@ -14,6 +14,7 @@ from cntem.features import ExtractionSettings, view_grid, view_offsets
 from cntem.hypercolumns import HypercolumnNet, extract_shard, net_input, prepare_image
 from cntem.io import read_table
 from cntem.model import Model
+from cntem.runs import Method
 from cntem.shards import HypercolumnStore
 from cntem.vlad import VladEncoder, vlad
 
@@ -190,8 +191,8 @@ def test_input_modes_are_compared_selected_and_deployed_through_the_dag(tmp_path
               "results/predictions/predictions.csv")
     results = tmp_path / "results"
     rows = read_table(results / "comparison.tsv")
-    assert {(r["input_mode"], r["method"]) for r in rows} == {
-        (mode, method) for mode in ("native", "tiles") for method in ("hcol", "pooled_hcol", "baseline")}
+    assert {r["method"] for r in rows} == {f"{mode}-{r}" for mode in ("native", "tiles")
+                                           for r in ("k8/xgboost", "pooled/xgboost", "top/linear_softmax")}
     size_of = {r["id"]: (int(r["width"]), int(r["height"])) for r in read_table(results / "images.tsv")}
     for mode in ("native", "tiles"):
         with HypercolumnStore(sorted((results / "hypercolumns" / mode).glob("shard-*.h5"))) as store:
@@ -203,6 +204,6 @@ def test_input_modes_are_compared_selected_and_deployed_through_the_dag(tmp_path
     assert nested["n_candidates"] == "4"  # VLAD and pooled, in each mode
     meta = json.loads((results / "model" / "tiny" / "model.json").read_text())
     winner = meta["settings"]["selection"]["plain"]["winner"]
-    assert meta["extraction"]["input_mode"] == ("tiles" if winner.startswith("tiles-") else "native")
+    assert meta["extraction"]["input_mode"] == Method.parse(winner).representation.input_mode
     with open(results / "predictions" / "predictions.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 24

@@ -7,18 +7,21 @@ from cntem.evaluate import comparison_rows
 from test_comparison import TIDY, tidy_run
 
 
-def _metrics(means, stds):
+def _metrics(method, means, stds, density=0.1, n_repeats=1):
+    """A run's metrics.json as the evaluate rule writes it (the parts the figures read)."""
     classes = [f"C{i}" for i in range(len(means))]
-    return {"classes": classes, "n_folds": 5, "accuracy": {"mean": float(np.mean(means)), "std": 0.05},
+    return {"scheme": "3class", "balance": "rotate", "method": method, "extraction": {"density": density},
+            "classes": classes, "n_folds": 5, "n_repeats": n_repeats,
+            "accuracy": {"mean": float(np.mean(means)), "std": 0.05},
             "per_class_accuracy": {c: {"mean": m, "std": s} for c, m, s in zip(classes, means, stds)}}
 
 
 def test_accuracy_grid_error_bars_stay_within_zero_and_one(tmp_path, monkeypatch):
     saved = []
     monkeypatch.setattr(plots, "_save", lambda fig, path: saved.append(fig))
-    metrics = {("rotate", "hcol"): _metrics([0.98, 0.5, 0.02], [0.1, 0.1, 0.1]),
-               ("rotate", "baseline"): _metrics([0.9, 0.8, 0.7], [0.05, 0.05, 0.05])}
-    plots.accuracy_grid(metrics, tmp_path / "grid.png", "3class")
+    runs = [_metrics("squash-top/linear_softmax", [0.9, 0.8, 0.7], [0.05, 0.05, 0.05]),
+            _metrics("squash-k50/xgboost", [0.98, 0.5, 0.02], [0.1, 0.1, 0.1])]
+    plots.accuracy_grid(runs, tmp_path / "grid.png", "3class")
 
     hcol_axis = saved[0].axes[1]
     (error_bars,) = [c for c in hcol_axis.containers if isinstance(c, ErrorbarContainer)]
@@ -41,6 +44,7 @@ def test_method_comparison_draws_one_bar_per_method_of_the_scheme_best_at_the_to
     assert [bar.get_width() for bar in bars] == [0.95, 0.9, 0.9, 0.4]  # the 4 methods of 4class, not 8class's
     labels = [t.get_text() for t in sorted(ax.get_yticklabels(), key=lambda t: -t.get_position()[1])]
     assert labels[0] == "VGG16 pooled top layer (baseline) · linear_softmax · none"
+    assert ax.get_xlabel() == "mean over the splits of 5-fold CV"
     assert labels[3] == "VLAD of hypercolumns, K=10 · adaboost · rotate"
     (error_bars,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
     segments = sorted(error_bars.lines[2][0].get_segments(), key=lambda s: -s[0, 1])
@@ -54,9 +58,28 @@ def test_method_comparison_draws_one_bar_per_method_of_the_scheme_best_at_the_to
 def test_method_comparison_names_the_input_mode_when_a_scheme_has_several(tmp_path, monkeypatch):
     saved, save = [], plots._save
     monkeypatch.setattr(plots, "_save", lambda fig, path: (saved.append(fig), save(fig, path)))
-    tiles = tidy_run("4class", "rotate", "pooled_hcol", "random_forest", "", ("0.700000", "0.060000"),
-                     ("0.680000", "0.040000"), ("1.500000", "0.300000"), input_mode="tiles")
+    tiles = tidy_run("4class", "rotate", "tiles-pooled/random_forest", ("0.700000", "0.060000"),
+                     ("0.680000", "0.040000"), ("1.500000", "0.300000"))
     plots.method_comparison(comparison_rows(TIDY + tiles), tmp_path / "comparison.png", "4class")
     labels = [t.get_text() for t in saved[0].axes[0].get_yticklabels()]
     assert "pooled hypercolumns · tiles · random_forest · rotate" in labels
     assert "pooled hypercolumns · squash · random_forest · rotate" in labels
+
+
+def test_figures_say_what_was_run_density_input_mode_and_repeats(tmp_path, monkeypatch):
+    """Titles come from each run's record: beyond.yaml's 2.5% density, not the paper's 10%; the tiles' input mode;
+    4 repeats x 5 folds."""
+    saved = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: saved.append(fig))
+    runs = [_metrics("tiles-top/linear_softmax", [0.9, 0.8], [0.05, 0.05], density=0.025, n_repeats=4),
+            _metrics("tiles-k50/logistic-rot4", [0.9, 0.8], [0.05, 0.05], density=0.025, n_repeats=4)]
+    plots.accuracy_grid(runs, tmp_path / "grid.png", "3class")
+    plots.confusion_matrices([{**r, "confusion": [[1, 0], [0, 1]], "confusion_normalized": [[1, 0], [0, 1]]}
+                              for r in runs], tmp_path / "cm.png", "3class")
+    grid, matrices = saved
+    titles = [ax.get_title() for ax in grid.axes]
+    assert titles[0].startswith("VGG16 + LS (tiles), augmented")
+    assert titles[1].startswith("VGG16 + 2.5% Hcol, K=50, logistic (tiles), rot4-averaged, augmented")
+    assert grid.axes[0].get_ylabel() == "accuracy (5-fold CV × 4 repeats)"
+    assert "5-fold CV × 4 repeats" in matrices._suptitle.get_text()
+    assert "10%" not in " ".join(titles)

@@ -60,28 +60,28 @@ class _Rows:
 
 def outer_split(seed=0):
     """One outer split of 3 classes x 12 micrographs (one group each): 8 per class train, each with a rotated copy,
-    4 per class validate. Method "k8" separates the classes, "pooled" is noise."""
+    4 per class validate. Representation "squash-k8" separates the classes, "squash-pooled" is noise."""
     rng = np.random.default_rng(seed)
     classes = ["Cl", "Fi", "Ma"]
     train = [{"id": f"{c}{i}", "rotation": r, "class": c} for c in classes for i in range(8) for r in (0, 90)]
     val = [{"id": f"{c}{i}", "rotation": 0, "class": c} for c in classes for i in range(8, 12)]
     features = {}
     for r in train + val:
-        features[("k8", r["id"], r["rotation"])] = rng.normal(classes.index(r["class"]), 0.3, 6)
-        features[("pooled", r["id"], r["rotation"])] = rng.normal(0, 1, 6)
+        features[("squash-k8", r["id"], r["rotation"])] = rng.normal(classes.index(r["class"]), 0.3, 6)
+        features[("squash-pooled", r["id"], r["rotation"])] = rng.normal(0, 1, 6)
     return {"train": train, "val": val}, features
 
 
 def write_split(folder, splits, features):
     paths = {}
-    for method in ("k8", "pooled"):
-        paths[method] = folder / f"{method}.h5"
-        rows = {key[1:]: v for key, v in features.items() if key[0] == method}
-        write_encoded(paths[method], _Rows(rows), None, splits)
+    for representation in ("squash-k8", "squash-pooled"):
+        paths[representation] = folder / f"{representation}.h5"
+        rows = {key[1:]: v for key, v in features.items() if key[0] == representation}
+        write_encoded(paths[representation], _Rows(rows), None, splits)
     return paths
 
 
-CANDIDATES = ["pooled/random_forest", "k8/random_forest", "k8/adaboost"]
+CANDIDATES = ["squash-pooled/random_forest", "squash-k8/random_forest", "squash-k8/adaboost"]
 SETTINGS = {"random_forest": {"n_estimators": 20}, "adaboost": {"n_estimators": 10}}
 
 
@@ -90,9 +90,9 @@ def test_nested_selection_never_sees_the_outer_validation_fold(tmp_path):
     group_of = {r["id"]: r["id"] for r in splits["train"] + splits["val"]}
     honest = InnerSelection(CANDIDATES, SETTINGS, inner_folds=3).fit(
         training_rows(write_split(tmp_path, splits, features)), group_of)
-    assert honest.best_ in ("k8/random_forest", "k8/adaboost")  # the informative representation wins
-    assert min(honest.scores_["k8/random_forest"]["accuracy"]) > 0.8
-    assert honest.scores_["pooled/random_forest"]["accuracy_mean"] < 0.6
+    assert honest.best_ in ("squash-k8/random_forest", "squash-k8/adaboost")  # the informative representation wins
+    assert min(honest.scores_["squash-k8/random_forest"]["accuracy"]) > 0.8
+    assert honest.scores_["squash-pooled/random_forest"]["accuracy_mean"] < 0.6
     # the rows the selection read are exactly the training rows; inner folds keep a micrograph's copies together
     # and are scored on originals
     val_ids = {r["id"] for r in splits["val"]}
@@ -107,8 +107,8 @@ def test_nested_selection_never_sees_the_outer_validation_fold(tmp_path):
     shuffled = rng.permutation([r["class"] for r in splits["val"]])
     val = [{**r, "class": c} for r, c in zip(splits["val"], shuffled)]
     for r in val:
-        perturbed[("pooled", r["id"], 0)] = np.full(6, 10.0 * ["Cl", "Fi", "Ma"].index(r["class"]))
-        perturbed[("k8", r["id"], 0)] = rng.normal(0, 5, 6)
+        perturbed[("squash-pooled", r["id"], 0)] = np.full(6, 10.0 * ["Cl", "Fi", "Ma"].index(r["class"]))
+        perturbed[("squash-k8", r["id"], 0)] = rng.normal(0, 5, 6)
     (tmp_path / "perturbed").mkdir()
     again = InnerSelection(CANDIDATES, SETTINGS, inner_folds=3).fit(
         training_rows(write_split(tmp_path / "perturbed", {"train": splits["train"], "val": val}, perturbed)), group_of)
@@ -121,41 +121,39 @@ def test_candidates_must_share_the_outer_splits_rows(tmp_path):
     paths = write_split(tmp_path, splits, features)
     other = {"train": splits["train"][:-2], "val": splits["val"]}
     (tmp_path / "other").mkdir()
-    paths["pooled"] = write_split(tmp_path / "other", other, features)["pooled"]
+    paths["squash-pooled"] = write_split(tmp_path / "other", other, features)["squash-pooled"]
     with pytest.raises(ValueError, match="training rows differ"):
         InnerSelection(CANDIDATES[1:] + CANDIDATES[:1], SETTINGS).fit(training_rows(paths),
                                                                       {r["id"]: r["id"] for r in splits["train"]})
 
 
-def comparison_row(method, classifier, k, accuracy, macro_f1, input_mode="squash"):
-    return {"scheme": "s", "balance": "rotate", "input_mode": input_mode, "method": method, "classifier": classifier, "k": k,
-            "accuracy_mean": f"{accuracy:.6f}", "accuracy_std": "0.050000", "accuracy_repeat_std": "0.010000",
-            "macro_f1_mean": f"{macro_f1:.6f}"}
+def comparison_row(method, accuracy, macro_f1, balance="rotate"):
+    return {"scheme": "s", "balance": balance, "method": method, "accuracy_mean": f"{accuracy:.6f}",
+            "accuracy_std": "0.050000", "accuracy_repeat_std": "0.010000", "macro_f1_mean": f"{macro_f1:.6f}"}
 
 
 def test_auto_picks_the_best_plain_candidate_and_the_summary_says_why():
-    comparison = [comparison_row("hcol", "xgboost", "50", 0.90, 0.88),
-                  comparison_row("pooled_hcol", "xgboost", "", 0.93, 0.9),
-                  comparison_row("baseline", "linear_softmax", "", 0.99, 0.99),  # no candidate: never chosen
-                  comparison_row("pooled_hcol", "xgboost", "", 0.97, 0.97, "tiles"),  # another input mode's run
-                  comparison_row("hcol", "random_forest", "10", 0.93, 0.91)]
-    keys = {"k50/xgboost": {"method": "hcol", "k": "50"}, "pooled/xgboost": {"method": "pooled_hcol", "k": ""},
-            "k10/random_forest": {"method": "hcol", "k": "10"}}
-    candidates = {name: {"scheme": "s", "balance": "rotate", "input_mode": "squash", "classifier": name.split("/")[1],
-                         **key}
-                  for name, key in keys.items()}
-    plain = plain_scores(comparison, candidates)
-    assert plain["pooled/xgboost"] == {"accuracy": 0.93, "macro_f1": 0.9, "accuracy_std": 0.05,
-                                       "accuracy_repeat_std": 0.01}
+    comparison = [comparison_row("squash-k50/xgboost", 0.90, 0.88),
+                  comparison_row("squash-pooled/xgboost", 0.93, 0.9),
+                  comparison_row("squash-top/linear_softmax", 0.99, 0.99),  # no candidate: never chosen
+                  comparison_row("tiles-pooled/xgboost", 0.97, 0.97),  # another input mode's run, not listed
+                  comparison_row("squash-pooled/xgboost", 0.99, 0.99, balance="none"),  # another balance's run
+                  comparison_row("squash-k10/random_forest", 0.93, 0.91)]
+    names = ["squash-k50/xgboost", "squash-pooled/xgboost", "squash-k10/random_forest"]
+    plain = plain_scores(comparison, "s", "rotate", names)
+    assert plain["squash-pooled/xgboost"] == {"accuracy": 0.93, "macro_f1": 0.9, "accuracy_std": 0.05,
+                                              "accuracy_repeat_std": 0.01}
     outer = [{"chosen": c, "outer": {"accuracy": a, "macro_f1": a - 0.1}}
-             for c, a in [("k50/xgboost", 0.8), ("pooled/xgboost", 0.9), ("pooled/xgboost", 0.7), ("k50/xgboost", 0.8)]]
-    summary = nested_summary(outer, plain, list(keys), n_repeats=2)
+             for c, a in [("squash-k50/xgboost", 0.8), ("squash-pooled/xgboost", 0.9), ("squash-pooled/xgboost", 0.7),
+                          ("squash-k50/xgboost", 0.8)]]
+    summary = nested_summary(outer, plain, names, n_repeats=2)
     # equal plain accuracy (0.93): the higher macro-F1 wins
-    assert summary["plain"]["winner"] == "k10/random_forest" and summary["plain"]["scores"] == plain
+    assert summary["plain"]["winner"] == "squash-k10/random_forest" and summary["plain"]["scores"] == plain
     assert summary["nested"]["accuracy"]["mean"] == pytest.approx(0.8)
     assert summary["nested"]["accuracy"]["repeats"] == pytest.approx([0.85, 0.75])
-    assert summary["nested"]["choice_counts"] == {"k50/xgboost": 2, "pooled/xgboost": 2}
+    assert summary["nested"]["choice_counts"] == {"squash-k50/xgboost": 2, "squash-pooled/xgboost": 2}
     row = nested_row("s", summary)
-    assert row["choices"] == "0:k50/xgboost 1:pooled/xgboost 2:pooled/xgboost 3:k50/xgboost"
-    assert row["plain_winner"] == "k10/random_forest" and row["plain_accuracy_mean"] == "0.930000"
+    assert row["choices"] == ("0:squash-k50/xgboost 1:squash-pooled/xgboost 2:squash-pooled/xgboost "
+                              "3:squash-k50/xgboost")
+    assert row["plain_winner"] == "squash-k10/random_forest" and row["plain_accuracy_mean"] == "0.930000"
     assert row["nested_accuracy_repeat_std"] == "0.050000" and row["n_folds"] == 2 and row["n_candidates"] == 3

@@ -77,7 +77,7 @@ def test_rotated_validation_copies_stay_in_their_fold_and_never_train():
 def test_the_leakage_check_treats_rotated_copies_as_their_image():
     rows, plan = tta_plan()
     fits = [{"train_ids": sorted({r["id"] for r in fold_entries(plan, f)["train"]})} for f in range(3)]
-    assert len(check_leakage(run_leakage_records("tiny/rotate/k8_tta/xgboost", plan, rows, fits, []))) == 3
+    assert len(check_leakage(run_leakage_records("tiny/rotate/squash-k8/xgboost-rot4", plan, rows, fits, []))) == 3
     # A fold-0 validation image's rotated copy trained on in fold 0 is leakage, as the image itself would be.
     copy = next(r for r in plan if r["role"] == VAL_ROTATED and r["fold"] == 0)
     leaky = plan + [{**copy, "role": "train"}]

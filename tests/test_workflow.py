@@ -16,6 +16,7 @@ from cntem.backbone import load_weights
 from cntem.dictionary import VisualDictionary
 from cntem.features import ExtractionSettings
 from cntem.pooled import PooledHypercolumnEncoder
+from cntem.runs import Method, Representation
 from cntem.synthetic import NIOSH_PREFIX
 from cntem.vlad import VladEncoder
 
@@ -88,18 +89,20 @@ def test_dry_run_shows_the_dag(tmp_path, pooled):
     assert counts["collect_metrics"] == counts["compare_methods"] == counts["figure_comparison"] == 1  # one scheme
 
 
-@pytest.mark.parametrize("averaged, balances", [([], 0), (["rotate"], 1), (True, 2)])
-def test_rotation_averaging_adds_evaluations_not_fits(tmp_path, averaged, balances):
-    """Rotation averaging evaluates, at each balance strategy it names, XGBoost at K, the baseline and (at the main
-    strategy) pooled XGBoost again from the same fold jobs, which also predict the rotated copies: as many fits, more
-    evaluations; the VLAD files of the K study's other K are encoded as before."""
+# rotate runs 10 methods (K study 2 x 3, pooled 3, baseline), none 2 (XGBoost at K = 8, baseline); their fold jobs
+# are 9 x 2 and 1 x 2 classifier fits, and one baseline fit per fold each
+@pytest.mark.parametrize("averaged, evaluations, averaging_fits", [([], 0, 0), (["rotate"], 10, 18), (True, 12, 20)])
+def test_rotation_averaging_adds_evaluations_not_fits(tmp_path, averaged, evaluations, averaging_fits):
+    """Rotation averaging evaluates every run of each balance strategy it names again (every representation and
+    classifier, the baseline too) from the same fold jobs, which also predict the rotated copies: as many fits and
+    dictionaries, more evaluations."""
     config = {**TINY, "evaluation": {"rotation_averaging": averaged}}
     counts = job_counts(snakemake(tmp_path, config, "-n"))
-    assert counts["evaluate"] == 12 + 2 * balances + (balances > 0)
-    assert counts["train_classifier"] + counts.get("train_classifier_tta", 0) == 20
-    assert counts.get("train_classifier_tta", 0) == 2 * (balances + (balances > 0))  # (K = 8, pooled) x 2 folds
+    assert counts["evaluate"] == 12 + evaluations
+    assert counts.get("train_classifier", 0) + counts.get("train_classifier_tta", 0) == 20
+    assert counts.get("train_classifier_tta", 0) == averaging_fits
     assert counts.get("train_baseline", 0) + counts.get("train_baseline_tta", 0) == 4
-    assert counts.get("train_baseline_tta", 0) == 2 * balances
+    assert counts.get("train_baseline_tta", 0) == 2 * len(averaged if averaged is not True else "ab")
     assert counts["fit_dictionary"] == counts["encode_vlad"] == 6
 
 
@@ -120,27 +123,29 @@ def test_repeats_run_every_per_fold_job_per_split_and_select_per_split(tmp_path)
 def test_end_to_end_outputs(tiny_run):
     results = tiny_run / "results"
     metrics = list(csv.DictReader(open(results / "metrics.tsv"), delimiter="\t"))
-    runs = {(r["balance"], r["method"], r["classifier"], r["k"]) for r in metrics}
-    assert ("rotate", "hcol", "xgboost", "8") in runs and ("none", "baseline", "linear_softmax", "") in runs
-    assert {("rotate", "hcol", c, k) for c in ("random_forest", "adaboost") for k in ("4", "8")} <= runs
-    pooled = {run for run in runs if run[1] == "pooled_hcol"}
-    assert pooled == {("rotate", "pooled_hcol", c, "") for c in ("xgboost", "random_forest", "adaboost")}
-    accuracy = {(r["balance"], r["classifier"], r["k"]): float(r["mean"]) for r in metrics if r["metric"] == "accuracy"}
+    runs = {(r["balance"], r["method"]) for r in metrics}
+    assert ("rotate", "squash-k8/xgboost") in runs and ("none", "squash-top/linear_softmax") in runs
+    assert {("rotate", f"squash-k{k}/{c}") for c in ("random_forest", "adaboost") for k in (4, 8)} <= runs
+    pooled = {run for run in runs if Method.parse(run[1]).representation.kind == "pooled"}
+    assert pooled == {("rotate", f"squash-pooled/{c}") for c in ("xgboost", "random_forest", "adaboost")}
+    assert all(Method.parse(r["method"]).columns().items() <= r.items() for r in metrics)  # one name, its parts
+    accuracy = {(r["balance"], r["method"]): float(r["mean"]) for r in metrics if r["metric"] == "accuracy"}
     assert all(r["n_folds"] == "2" and r["n_repeats"] == "1" for r in metrics)
     assert {r["repeat_std"] for r in metrics if r["metric"] == "accuracy"} == {"0.000000"}  # one repeat: no spread
     # three synthetic classes, 24 images of 64 px, 2 folds: every method above chance (1/3), on average clearly
     assert min(accuracy.values()) > 0.4 and np.mean(list(accuracy.values())) > 0.55
     comparison = list(csv.DictReader(open(results / "comparison.tsv"), delimiter="\t"))
     # one row per evaluated run (12, as in the leakage check), best first, with metrics.tsv's accuracies
-    assert len(comparison) == 12 and {(r["balance"], r["method"], r["classifier"], r["k"]) for r in comparison} == runs
+    assert len(comparison) == 12 and {(r["balance"], r["method"]) for r in comparison} == runs
     assert [float(r["accuracy_mean"]) for r in comparison] == sorted(accuracy.values(), reverse=True)
     assert comparison[0]["rank"] == "1" and {r["input_mode"] for r in comparison} == {"squash"}
-    pooled_xgboost = next(r for r in comparison if r["representation"] == "pooled hypercolumns"
-                          and r["classifier"] == "xgboost")
-    assert float(pooled_xgboost["accuracy_mean"]) == accuracy[("rotate", "xgboost", "")]
+    pooled_xgboost = next(r for r in comparison if r["method"] == "squash-pooled/xgboost")
+    assert pooled_xgboost["label"] == "pooled hypercolumns"
+    assert float(pooled_xgboost["accuracy_mean"]) == accuracy[("rotate", "squash-pooled/xgboost")]
     leakage = (results / "leakage_check.txt").read_text()
     assert leakage.startswith("no leakage in 24 (run, fold) pairs")  # 12 runs x 2 folds, the pooled ones too
-    assert "ok  tiny/rotate/pooled/xgboost/fold1: 12 validation images unseen by classifier, early stopping" in leakage
+    assert ("ok  tiny/rotate/squash-pooled/xgboost/fold1: 12 validation images unseen by classifier, early stopping"
+            in leakage)
     for fig in ["accuracy_grid", "confusion_matrices", "tsne", "k_study", "fit_time", "misclassified", "activations",
                 "comparison"]:
         assert (results / "figures" / "tiny" / f"{fig}.png").stat().st_size > 5000, fig
@@ -149,7 +154,8 @@ def test_end_to_end_outputs(tiny_run):
     # per-fold targets are separate files: each (K, fold) is its own DAG node
     for k in (4, 8):
         for fold in (0, 1):
-            assert (results / "tiny" / "rotate" / f"k{k}" / f"fold{fold}" / "vlad.h5").exists()
+            assert (results / "tiny" / "rotate" / Representation("squash", "vlad", k).name / f"fold{fold}" /
+                    "vlad.h5").exists()
 
 
 def test_report_model_and_predictions(tiny_run):
@@ -236,13 +242,13 @@ def test_invalid_config_names_the_key_in_one_line(tmp_path):
 
 
 def test_a_selection_candidate_that_is_not_cross_validated_is_refused(tmp_path):
-    bad = {**TINY, "selection": {"nested": True, "candidates": ["k8/xgboost", "k50/xgboost"]}}
+    bad = {**TINY, "selection": {"nested": True, "candidates": ["squash-k8/xgboost", "squash-k50/xgboost"]}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(bad))
     result = subprocess.run(SNAKEMAKE + ["--directory", str(tmp_path), "-n", "--configfile",
                                          str(tmp_path / "config.yaml")], capture_output=True, text=True)
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "invalid config (1 problem(s))" in output
-    assert "selection.candidates: 'k50/xgboost' is not cross-validated at the main balance strategy" in output
+    assert "selection.candidates: 'squash-k50/xgboost' is not cross-validated at the main balance strategy" in output
 
 
 def test_lint_is_clean():
@@ -264,10 +270,10 @@ def test_editing_predict_or_report_settings_retrains_nothing(tiny_run):
 # reduced in float32 from the network's maps in both passes, to float32 round-off (identical on the
 # development machine; a CPU whose convolution algorithm depends on the batch size could differ in the last bit).
 REPRESENTATIONS = {
-    "k8": ("vlad.h5", lambda fold, store: VladEncoder(VisualDictionary.load(fold / "dictionary.h5")),
-           {"atol": 2e-3}),
-    "pooled": ("pooled_hypercolumns.h5", lambda fold, store: PooledHypercolumnEncoder(store.taps),
-               {"rtol": 1e-5, "atol": 0}),
+    "squash-k8": ("vlad.h5", lambda fold, store: VladEncoder(VisualDictionary.load(fold / "dictionary.h5")),
+                  {"atol": 2e-3}),
+    "squash-pooled": ("pooled_hypercolumns.h5", lambda fold, store: PooledHypercolumnEncoder(store.taps),
+                      {"rtol": 1e-5, "atol": 0}),
 }
 
 
@@ -294,7 +300,7 @@ def test_prediction_path_agrees_with_cross_validation(tiny_run, weights, method)
     assert rows == read_table(fold / "xgboost" / "predictions.tsv")  # the rule's fit, repeated exactly
     with HypercolumnStore(sorted((results / "hypercolumns" / "squash").glob("shard-*.h5"))) as store:
         model = Model.from_parts(fold_encoder(fold, store), classifier, store)
-        if method == "pooled":  # the fold file holds the shards' values, unchanged
+        if method == "squash-pooled":  # the fold file holds the shards' values, unchanged
             val = [(i, int(r)) for i, r in zip(splits["val"]["ids"], splits["val"]["rotations"])]
             np.testing.assert_array_equal(splits["val"]["X"], store.pooled_hypercolumns(val))
     model.save(tiny_run / f"fold0_{method}_model" / "model.json")
@@ -315,13 +321,13 @@ def test_prediction_path_agrees_with_cross_validation(tiny_run, weights, method)
 
 
 def test_a_model_of_pooled_hypercolumns_is_trained_and_predicts(tiny_run, tmp_path):
-    """model.representation: pooled retrains the model alone (nothing upstream, no dictionary), records its
-    representation, and the predict target classifies through it."""
+    """model.method squash-pooled/logistic retrains the model alone (nothing upstream, no dictionary), records its
+    method, and the predict target classifies through it."""
     import shutil
 
     work = tmp_path / "work"
     shutil.copytree(tiny_run, work, symlinks=True)  # modification times kept: the run's outputs stay up to date
-    pooled = {**TINY, "model": {"scheme": "tiny", "representation": "pooled", "classifier": "logistic"}}
+    pooled = {**TINY, "model": {"scheme": "tiny", "method": "squash-pooled/logistic"}}
     assert job_counts(snakemake(work, pooled, "results/predictions/predictions.csv")) == {"train_model": 1,
                                                                                           "predict": 1}
     folder = work / "results" / "model" / "tiny"
@@ -330,7 +336,7 @@ def test_a_model_of_pooled_hypercolumns_is_trained_and_predicts(tiny_run, tmp_pa
     model = Model.load(folder)
     assert isinstance(model.encoder, PooledHypercolumnEncoder) and model.encoder.dim == 2 * 1472
     assert model.classifier.name == "logistic"
-    assert meta["settings"]["representation"] == {"representation": "pooled", "input_mode": "squash"}
+    assert meta["settings"]["method"] == "squash-pooled/logistic" and meta["settings"]["representation_settings"] == {}
     rows = list(csv.DictReader(open(work / "results" / "predictions" / "predictions.csv")))
     class_of_prefix = {NIOSH_PREFIX[c]: c for c in ("Cl", "Fi", "Ma")}
     truth = [class_of_prefix[Path(r["file"]).stem.rsplit("-", 1)[0]] for r in rows]
@@ -347,30 +353,24 @@ def test_auto_deploys_the_selections_winner_and_records_why(tiny_run, tmp_path):
 
     work = tmp_path / "work"
     shutil.copytree(tiny_run, work, symlinks=True)  # modification times kept: the run's outputs stay up to date
-    candidates = ["k8/xgboost", "k4/random_forest", "pooled/xgboost", "pooled/random_forest"]
+    candidates = ["squash-k8/xgboost", "squash-k4/random_forest", "squash-pooled/xgboost", "squash-pooled/random_forest"]
     auto = {**TINY, "selection": {"candidates": candidates}, "model": {"scheme": "tiny", "method": "auto"}}
     ran = job_counts(snakemake(work, auto, "results/model/tiny/model.json"))
     assert ran["select_method"] == 2 and ran["nested_cv"] == ran["train_model"] == 1
     assert not {"fit_dictionary", "encode_vlad", "train_classifier", "train_baseline", "evaluate"} & set(ran)
     results = work / "results"
-    comparison = {(r["method"], r["k"], r["classifier"]): r for r in read_table(results / "comparison.tsv")}
-
-    def row_of(name):  # a candidate's row of the comparison
-        method, classifier = name.split("/")
-        tidy = ("pooled_hcol", "") if method == "pooled" else ("hcol", method[1:])
-        return comparison[(*tidy, classifier)]
-
-    plain = [row_of(n) for n in candidates]
+    comparison = {r["method"]: r for r in read_table(results / "comparison.tsv") if r["balance"] == "rotate"}
+    plain = [comparison[n] for n in candidates]
     best = max(range(4), key=lambda i: (float(plain[i]["accuracy_mean"]), float(plain[i]["macro_f1_mean"]), -i))
     settings = json.loads((results / "model" / "tiny" / "model.json").read_text())["settings"]
     selection = settings["selection"]
-    assert settings["method"] == "auto" and selection["plain"]["winner"] == candidates[best]
+    assert settings["method"] == selection["plain"]["winner"] == candidates[best]
     assert {n: s["accuracy"] for n, s in selection["plain"]["scores"].items()} == {
         n: float(r["accuracy_mean"]) for n, r in zip(candidates, plain)}
-    method, classifier = candidates[best].split("/")
+    winner = Method.parse(candidates[best])
     model = Model.load(results / "model" / "tiny")
-    assert model.classifier.name == classifier == settings["classifier"]
-    assert model.encoder.describe()["representation"] == ("pooled" if method == "pooled" else "vlad")
+    assert model.classifier.name == winner.classifier
+    assert model.encoder.describe()["representation"] == winner.representation.kind
     nested = read_table(results / "nested.tsv")[0]
     assert nested["plain_winner"] == candidates[best] and nested["n_candidates"] == "4"
     assert float(nested["nested_accuracy_mean"]) == pytest.approx(selection["nested"]["accuracy"]["mean"], abs=1e-6)

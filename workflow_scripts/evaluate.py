@@ -20,7 +20,7 @@ with open(snakemake.output.leakage, "w") as fh:
     fh.writelines(f"{line}\n" for line in check_leakage(records))
 metrics = summarize(predictions, fits, fits[0]["classes"], snakemake.params.repeats)
 with open(snakemake.output.metrics, "w") as fh:
-    json.dump({**run, **metrics}, fh, indent=1, default=float)
+    json.dump({**run, "extraction": snakemake.params.extraction, **metrics}, fh, indent=1, default=float)
 log.info("%s: accuracy %.3f +- %.3f over %d folds x %d repeats (std across repeats %.3f); no leakage", run,
          metrics["accuracy"]["mean"], metrics["accuracy"]["std"], metrics["n_folds"], metrics["n_repeats"],
          metrics["accuracy"]["repeat_std"])

@@ -1,14 +1,17 @@
-"""Rule figure_confusion_matrices: the paper's Fig. 11 (and the LS baseline beside it)."""
+"""Rule figure_confusion_matrices: the paper's Fig. 11 (and the LS baseline beside it), at the main balance
+strategy."""
 import json
 
 from cntem import rule_log
-from cntem.plots import METHOD_TITLES, confusion_matrices
+from cntem.plots import confusion_matrices
 
 log = rule_log(snakemake.log[0])
-panels = {}
-for (balance, method), path in zip(snakemake.params.panels, snakemake.input.metrics):
-    if balance == snakemake.params.balance:
-        with open(path) as fh:
-            panels[METHOD_TITLES[method]] = json.load(fh)
-confusion_matrices(dict(sorted(panels.items(), reverse=True)), snakemake.output[0], snakemake.wildcards.scheme)
-log.info("confusion matrices of %s (%s): %s", snakemake.wildcards.scheme, snakemake.params.balance, ", ".join(panels))
+runs = []
+for path in snakemake.input.metrics:
+    with open(path) as fh:
+        run = json.load(fh)
+    if run["balance"] == snakemake.params.balance:
+        runs.append(run)
+confusion_matrices(runs, snakemake.output[0], snakemake.wildcards.scheme)
+log.info("confusion matrices of %s (%s): %s", snakemake.wildcards.scheme, snakemake.params.balance,
+         ", ".join(r["method"] for r in runs))

@@ -6,8 +6,8 @@ from cntem.plots import k_study
 
 log = rule_log(snakemake.log[0])
 runs = []
-for (k, classifier), path in zip(snakemake.params.runs, snakemake.input.metrics):
+for path in snakemake.input.metrics:
     with open(path) as fh:
-        runs.append({"k": k, "classifier": classifier, "metrics": json.load(fh)})
+        runs.append(json.load(fh))
 k_study(runs, snakemake.output.accuracy, snakemake.output.time, snakemake.wildcards.scheme)
 log.info("K study of %s from %d runs", snakemake.wildcards.scheme, len(runs))

@@ -3,14 +3,12 @@ from pathlib import Path
 
 from cntem import rule_log
 from cntem.config import make_extraction
-from cntem.folds import VAL_ROTATED
 from cntem.io import read_table, write_table
 from cntem.shards import MANIFEST_COLUMNS, check_disk, shard_bytes, shard_manifest
 
 log = rule_log(snakemake.log[0])
 settings = make_extraction(snakemake.params.extraction)
-plans = [[r for r in read_table(p) if snakemake.params.rotation_averaging or r["role"] != VAL_ROTATED]
-         for p in snakemake.input.plans]
+plans = [read_table(p) for p in snakemake.input.plans]
 rows = shard_manifest(read_table(snakemake.input.table), plans, snakemake.params.shards, settings)
 write_table(snakemake.output.manifest, rows, MANIFEST_COLUMNS)
 out_dir = Path(snakemake.output.manifest).parent

@@ -15,8 +15,8 @@ for path in snakemake.input.splits:  # in split order per scheme
         result = json.load(fh)
     outer[result["scheme"]].append(result)
 comparison = read_table(snakemake.input.comparison)
-summaries = {scheme: nested_summary(outer[scheme], plain_scores(comparison, candidates), list(candidates),
-                                    params.repeats)
+summaries = {scheme: nested_summary(outer[scheme], plain_scores(comparison, scheme, params.balance, candidates),
+                                    candidates, params.repeats)
              for scheme, candidates in params.candidates.items()}
 with open(snakemake.output.json, "w") as fh:
     json.dump(summaries, fh, indent=1)

@@ -1,5 +1,5 @@
 """Rule train_model: encoder (VLAD or pooled hypercolumns) + classifier on every labelled image (balanced like
-the training folds): the configured ones, or with model.method auto the selection's winner."""
+the training folds): the configured method, or with model.method auto the selection's winner."""
 import json
 
 import faiss
@@ -9,31 +9,34 @@ from cntem import rule_log
 from cntem.config import make_classifier, make_encoder
 from cntem.folds import entry_keys
 from cntem.io import read_table
-from cntem.schemes import ordered_classes
 from cntem.model import Model
+from cntem.runs import Method
+from cntem.schemes import ordered_classes
 from cntem.shards import HypercolumnStore
 
 log = rule_log(snakemake.log[0])
 device_spec = snakemake.config["device"]
 settings = dict(snakemake.params.items())  # recorded in model.json
-if settings.get("method") == "auto":
+if settings["method"] == "auto":
     with open(snakemake.input.selection[0]) as fh:
         selection = json.load(fh)[snakemake.wildcards.scheme]
     winner = selection["plain"]["winner"]
-    settings = {"method": "auto", **settings["candidates"][winner], "selection": selection}
+    settings = {"method": winner, **settings["candidates"][winner], "selection": selection}
     log.info("model.method auto: %s (plain CV accuracy %.3f; nested estimate %.3f +- %.3f)", winner,
              selection["plain"]["scores"][winner]["accuracy"], selection["nested"]["accuracy"]["mean"],
              selection["nested"]["accuracy"]["std"])
+method = Method.parse(settings["method"])
 faiss.omp_set_num_threads(snakemake.threads)
 torch.set_num_threads(snakemake.threads)
 plan = read_table(snakemake.input.plan)
 group_of = {r["id"]: r["group"] for r in read_table(snakemake.input.folds)}
 labels = [r["class"] for r in plan]
-classifier = make_classifier(settings["classifier"], settings["classifier_settings"], ordered_classes(labels),
+classifier = make_classifier(method.classifier, settings["classifier_settings"], ordered_classes(labels),
                              device_spec, snakemake.threads)
-with HypercolumnStore(snakemake.input[f"shards_{settings['representation']['input_mode']}"]) as store:
-    model = Model(make_encoder(settings["representation"], store.taps, device_spec), classifier)
+with HypercolumnStore(snakemake.input[f"shards_{method.representation.input_mode}"]) as store:
+    encoder = make_encoder(method.representation, settings["representation_settings"], store.taps, device_spec)
+    model = Model(encoder, classifier)
     model.fit(store, entry_keys(plan), labels, [group_of[r["id"]] for r in plan], progress=True)
 model.save(snakemake.output.model, settings=settings)
-log.info("model: %s on %s, %d entries of %d images, classes %s", settings["classifier"], model.encoder.describe(),
-         len(plan), len(group_of), ", ".join(model.classes))
+log.info("model %s: %s, %d entries of %d images, classes %s", method.name, model.encoder.describe(), len(plan),
+         len(group_of), ", ".join(model.classes))

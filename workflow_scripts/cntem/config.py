@@ -84,7 +84,7 @@ def hierarchical_problems(config: dict) -> list[str]:
 
     if "hierarchical" in config["classifiers"]:
         schemes = config["schemes"]
-    elif config["model"]["classifier"] == "hierarchical":
+    elif deployed_classifier(config) == "hierarchical":
         schemes = [config["model"]["scheme"] or config["schemes"][0]]
     else:
         return []
@@ -99,6 +99,19 @@ def hierarchical_problems(config: dict) -> list[str]:
         except ValueError as exc:
             problems.append(f"hierarchical on scheme {name!r}: {exc}")
     return problems
+
+
+def deployed_classifier(config: dict) -> str | None:
+    """The classifier model.method names (None for auto, or a name that is no method: MethodSpace says why)."""
+    from .runs import Method
+
+    name = config["model"]["method"]
+    if name is None:
+        return "xgboost"  # the paper's method
+    try:
+        return Method.parse(name).classifier
+    except ValueError:
+        return None
 
 
 # ------------------------------------------------------------------ config sections -> library objects
@@ -122,19 +135,21 @@ def make_dictionary(k: int, dictionary: dict, pca: dict, device: str = "auto"):
                             device=device)
 
 
-def make_encoder(settings: dict, taps, device: str = "auto"):
-    """The image representation of the final model, from train_model's `settings`: {"representation":
-    "pooled"} (the pooled hypercolumn of `taps`) or {"representation": "vlad", "k", "dictionary": the
-    `dictionary` section, "vlad": the `vlad` section} (VLAD over a dictionary yet to fit)."""
-    if settings["representation"] == "pooled":
+def make_encoder(representation, settings: dict, taps, device: str = "auto"):
+    """The encoder of a model's `representation` (cntem.runs.Representation): the pooled hypercolumn of `taps`, or
+    VLAD at its K over a dictionary yet to fit, from `settings` {"dictionary": the `dictionary` section, "vlad":
+    the `vlad` section}."""
+    if representation.kind == "pooled":
         from .pooled import PooledHypercolumnEncoder
 
         return PooledHypercolumnEncoder(taps)
+    if representation.kind != "vlad":
+        raise ValueError(f"{representation.name}: a model encodes VLAD or pooled hypercolumns")
     from .backbone import resolve_device
     from .vlad import VladEncoder
 
     vlad = settings["vlad"]
-    return VladEncoder(make_dictionary(settings["k"], settings["dictionary"], vlad, device), vlad["power_norm"],
+    return VladEncoder(make_dictionary(representation.k, settings["dictionary"], vlad, device), vlad["power_norm"],
                        resolve_device(device))
 
 

@@ -10,11 +10,13 @@ from . import ActionableError
 from .classify import PREDICTION_COLUMNS, Classifier, prediction_rows, timed_predict_proba
 from .folds import VAL_ROTATED
 from .io import write_table
+from .runs import Method
 from .schemes import class_tree
 from .tta import average_over_rotations
 
-TIDY_COLUMNS = ["scheme", "balance", "input_mode", "method", "classifier", "k", "metric", "class", "mean", "std",
-                "repeat_std", "n_folds", "n_repeats", "config"]
+# A run's columns (cntem.runs.Run.columns: the method's name and its parts), then the metric's.
+RUN_COLUMNS = ["scheme", "balance", "method", "input_mode", "representation", "k", "classifier", "averaging"]
+TIDY_COLUMNS = [*RUN_COLUMNS, "metric", "class", "mean", "std", "repeat_std", "n_folds", "n_repeats", "config"]
 # Of runs whose classes form a tree (schemes.class_tree), flat and hierarchical classifiers alike.
 STAGE_METRICS = ("stage1_accuracy", "stage2_accuracy")
 
@@ -125,7 +127,7 @@ def summarize(predictions_by_fold: list[list[dict]], fits: list[dict], classes: 
 
 
 def tidy_rows(run: dict, metrics: dict) -> list[dict]:
-    """One row per metric (and class) of one run; `run` holds scheme, balance, input_mode, method, classifier, k."""
+    """One row per metric (and class) of one run; `run` holds its RUN_COLUMNS (and the config digest)."""
     base = {**run, "n_folds": metrics["n_folds"], "n_repeats": metrics["n_repeats"]}
     rows = [{**base, "metric": name, "class": "all", "mean": f"{metrics[name]['mean']:.6f}",
              "std": f"{metrics[name]['std']:.6f}", "repeat_std": f"{metrics[name]['repeat_std']:.6f}"}
@@ -136,47 +138,33 @@ def tidy_rows(run: dict, metrics: dict) -> list[dict]:
     return rows
 
 
-COMPARISON_COLUMNS = ["scheme", "rank", "representation", "input_mode", "classifier", "balance", "accuracy_mean",
-                      "accuracy_std", "accuracy_repeat_std", "macro_f1_mean", "macro_f1_std", "macro_f1_repeat_std",
-                      "fit_seconds", "n_folds", "n_repeats", "method", "k"]
-# Readable names of the tidy table's methods; VLAD's with its K.
-REPRESENTATION_NAMES = {"hcol": "VLAD of hypercolumns, K={k}", "pooled_hcol": "pooled hypercolumns",
-                        "baseline": "VGG16 pooled top layer (baseline)"}
-# The tidy method name's suffix of a run evaluated with test-time rotation averaging (evaluation.rotation_averaging):
-# the same folds' fits, each validation image's probabilities averaged over its four rotations.
-ROTATION_AVERAGED = "+tta"
-
-
-def representation_name(method: str, k: str) -> str:
-    """The readable name of a tidy method (hcol, pooled_hcol, baseline, each with or without ROTATION_AVERAGED)."""
-    base = method.removesuffix(ROTATION_AVERAGED)
-    name = REPRESENTATION_NAMES[base].format(k=k)
-    return f"{name}, averaged over 4 rotations" if base != method else name
+COMPARISON_COLUMNS = ["scheme", "rank", "method", "label", "input_mode", "representation", "k", "classifier",
+                      "averaging", "balance", "accuracy_mean", "accuracy_std", "accuracy_repeat_std", "macro_f1_mean",
+                      "macro_f1_std", "macro_f1_repeat_std", "fit_seconds", "n_folds", "n_repeats"]
 
 
 def comparison_rows(tidy: list[dict]) -> list[dict]:
     """One row per cross-validated run of the tidy table, ranked by accuracy within its scheme.
 
     Accuracy and macro-F1 (mean and std over splits, std of the repeats' means) and the mean fit seconds per
-    split are carried as the tidy table has them. Sorted by scheme, then accuracy descending (then macro-F1, then
-    names, so the order is stable); runs of equal accuracy share a rank. ``input_mode`` is how the images met the
-    network. ``method`` and ``k`` are the tidy table's, to join the two tables on.
+    split are carried as the tidy table has them, beside the run's columns and the method's readable label. Sorted
+    by scheme, then accuracy descending (then macro-F1, then the method's name and the balance, so the order is
+    stable); runs of equal accuracy share a rank.
     """
     runs = {}
     for r in tidy:
         if r["class"] == "all" and r["metric"] in ("accuracy", "macro_f1", "fit_seconds"):
-            run = runs.setdefault(tuple(r[c] for c in ("scheme", "balance", "input_mode", "method", "classifier", "k")),
-                                  {})
-            run[r["metric"]] = r
-    rows = [{"scheme": scheme, "representation": representation_name(method, k), "input_mode": input_mode,
-             "classifier": classifier, "balance": balance,
-             **{f"{name}_{stat}": m[name][stat] for name in ("accuracy", "macro_f1")
-                for stat in ("mean", "std", "repeat_std")},
-             "fit_seconds": m["fit_seconds"]["mean"], "n_folds": m["accuracy"]["n_folds"],
-             "n_repeats": m["accuracy"]["n_repeats"], "method": method, "k": k}
-            for (scheme, balance, input_mode, method, classifier, k), m in runs.items()]
-    rows.sort(key=lambda r: (r["scheme"], -float(r["accuracy_mean"]), -float(r["macro_f1_mean"]),
-                             r["representation"], r["input_mode"], r["classifier"], r["balance"]))
+            runs.setdefault(tuple(r[c] for c in RUN_COLUMNS), {})[r["metric"]] = r
+    rows = []
+    for key, m in runs.items():
+        run = dict(zip(RUN_COLUMNS, key))
+        rows.append({**run, "label": Method.parse(run["method"]).label,
+                     **{f"{name}_{stat}": m[name][stat] for name in ("accuracy", "macro_f1")
+                        for stat in ("mean", "std", "repeat_std")},
+                     "fit_seconds": m["fit_seconds"]["mean"], "n_folds": m["accuracy"]["n_folds"],
+                     "n_repeats": m["accuracy"]["n_repeats"]})
+    rows.sort(key=lambda r: (r["scheme"], -float(r["accuracy_mean"]), -float(r["macro_f1_mean"]), r["method"],
+                             r["balance"]))
     for i, row in enumerate(rows):
         first_of_scheme = i == 0 or rows[i - 1]["scheme"] != row["scheme"]
         position = 1 if first_of_scheme else position + 1

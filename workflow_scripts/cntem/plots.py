@@ -10,10 +10,30 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .io import read_grey  # noqa: E402
+from .runs import Method  # noqa: E402
 from .schemes import CLASS_NAMES, scheme_classes  # noqa: E402
 
 BALANCE_TITLES = {"none": "original", "rotate": "augmented (90° rotations)"}
-METHOD_TITLES = {"baseline": "VGG16 + LS", "hcol": "VGG16 + 10% Hcol"}
+
+
+def method_title(run: dict) -> str:
+    """A run's method in the paper's words ("VGG16 + 10% Hcol"), from its own record (a metrics.json: method name
+    and extraction): the density, K, classifier, input mode and averaging it was run with."""
+    method = Method.parse(run["method"])
+    rep = method.representation
+    if method.is_baseline:
+        title = "VGG16 + LS"
+    elif rep.kind == "vlad":
+        title = f"VGG16 + {100 * run['extraction']['density']:g}% Hcol, K={rep.k}, {method.classifier}"
+    else:
+        title = f"VGG16 + pooled Hcol, {method.classifier}"
+    title += f" ({rep.input_mode})"
+    return f"{title}, {method.averaging}-averaged" if method.averaging else title
+
+
+def cv_description(n_folds, n_repeats) -> str:
+    """ "5-fold CV", or "5-fold CV x 4 repeats" for repeated cross-validation."""
+    return f"{n_folds}-fold CV" + (f" × {n_repeats} repeats" if int(n_repeats) > 1 else "")
 
 
 def _save(fig, path) -> None:
@@ -58,18 +78,21 @@ def contact_sheet(images: list[dict], path, per_class: int = 4, seed: int = 0) -
     _save(fig, path)
 
 
-def accuracy_grid(metrics: dict, path, scheme: str) -> None:
-    """Fig. 8/9: per-class accuracy (mean +- std over folds); columns LS vs Hcol, rows original vs augmented.
+def accuracy_grid(runs: list[dict], path, scheme: str) -> None:
+    """Fig. 8/9: per-class accuracy (mean +- std over splits); columns the methods (the paper: LS vs Hcol), rows
+    the balance strategies (original vs augmented).
 
-    metrics: {(balance, method): metrics dict from evaluate.summarize}
+    runs: each run's metrics.json (evaluate.summarize with the run's method, balance and extraction)
     """
-    balances = [b for b in ("none", "rotate") if any(k[0] == b for k in metrics)]
-    methods = ["baseline", "hcol"]
-    fig, axes = plt.subplots(len(balances), 2, figsize=(10, 3.8 * len(balances)), squeeze=False, sharey=True)
+    balances = list(dict.fromkeys(m["balance"] for m in runs))
+    methods = list(dict.fromkeys(m["method"] for m in runs))
+    by_panel = {(m["balance"], m["method"]): m for m in runs}
+    fig, axes = plt.subplots(len(balances), len(methods), figsize=(5 * len(methods), 3.8 * len(balances)),
+                             squeeze=False, sharey=True)
     for r, balance in enumerate(balances):
         for c, method in enumerate(methods):
             ax = axes[r, c]
-            m = metrics.get((balance, method))
+            m = by_panel.get((balance, method))
             if m is None:
                 ax.axis("off")
                 continue
@@ -83,19 +106,19 @@ def accuracy_grid(metrics: dict, path, scheme: str) -> None:
             ax.set_xticks(range(len(classes)), classes)
             ax.set_ylim(0, 1.1)
             acc = m["accuracy"]
-            ax.set_title(f"{METHOD_TITLES[method]}, {BALANCE_TITLES.get(balance, balance)}\n"
+            ax.set_title(f"{method_title(m)}, {BALANCE_TITLES.get(balance, balance)}\n"
                          f"total {100 * acc['mean']:.1f} ± {100 * acc['std']:.1f}%", fontsize=9)
             if c == 0:
-                ax.set_ylabel("accuracy (5-fold CV)" if m["n_folds"] == 5 else f"accuracy ({m['n_folds']}-fold CV)")
+                ax.set_ylabel(f"accuracy ({cv_description(m['n_folds'], m['n_repeats'])})")
     fig.suptitle(f"Per-class classification accuracy, {scheme}", fontsize=11)
     fig.subplots_adjust(hspace=0.45)
     _save(fig, path)
 
 
-def confusion_matrices(panels: dict, path, scheme: str) -> None:
-    """Fig. 11: row-normalised confusion matrices with counts; panels: title -> metrics."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), squeeze=False)
-    for ax, (title, m) in zip(axes[0], panels.items()):
+def confusion_matrices(runs: list[dict], path, scheme: str) -> None:
+    """Fig. 11: row-normalised confusion matrices with counts, one panel per run (its metrics.json), in order."""
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.6 * len(runs), 4.2), squeeze=False)
+    for ax, m in zip(axes[0], runs):
         norm, counts, classes = np.array(m["confusion_normalized"]), np.array(m["confusion"]), m["classes"]
         ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
         for i in range(len(classes)):
@@ -106,8 +129,11 @@ def confusion_matrices(panels: dict, path, scheme: str) -> None:
         ax.set_yticks(range(len(classes)), classes)
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
-        ax.set_title(f"{title}\naccuracy {100 * m['accuracy']['mean']:.1f}%", fontsize=9)
-    fig.suptitle(f"Confusion matrices (validation images of all folds), {scheme}", fontsize=11, y=1.04)
+        ax.set_title(f"{method_title(m)}\naccuracy {100 * m['accuracy']['mean']:.1f}%", fontsize=9)
+    # Counts are summed over every split: with repeated CV each image is counted once per repeat.
+    m = runs[0]
+    fig.suptitle(f"Confusion matrices (validation images of all splits, {cv_description(m['n_folds'], m['n_repeats'])}"
+                 f"), {scheme}", fontsize=11, y=1.04)
     _save(fig, path)
 
 
@@ -135,10 +161,12 @@ def tsne(panels: dict, path, scheme: str, perplexity: float, seed: int) -> None:
 
 
 def k_study(runs: list[dict], path_accuracy, path_time, scheme: str) -> None:
-    """ESI Fig. S1 (accuracy vs K per classifier, error bars = std over folds) and S2 (fit time vs K)."""
+    """ESI Fig. S1 (accuracy vs K per classifier, error bars = std over folds) and S2 (fit time vs K); runs: each
+    run's metrics.json."""
     by_clf = {}
-    for r in runs:
-        by_clf.setdefault(r["classifier"], []).append(r)
+    for m in runs:
+        method = Method.parse(m["method"])
+        by_clf.setdefault(method.classifier, []).append({"k": method.representation.k, "metrics": m})
     for path, key, ylabel, title in [
         (path_accuracy, "accuracy", "accuracy (mean ± std over folds)", "Accuracy vs dictionary size K"),
         (path_time, "fit_seconds", "fit time per fold [s] (mean ± std)", "Classifier fit time vs K"),
@@ -172,10 +200,10 @@ def method_comparison(rows: list[dict], path, scheme: str) -> None:
         ax.text(0.01, yi, f"{100 * v:.1f}", va="center", fontsize=7, color="white" if v > 0.1 else "black")
     # The input mode is named when the scheme's methods span several (representations.input_modes).
     several_modes = len({r["input_mode"] for r in rows}) > 1
-    ax.set_yticks(y, [" · ".join([r["representation"], *([r["input_mode"]] if several_modes else []), r["classifier"],
+    ax.set_yticks(y, [" · ".join([r["label"], *([r["input_mode"]] if several_modes else []), r["classifier"],
                                   r["balance"]]) for r in rows], fontsize=8)
     ax.set_xlim(0, 1.05)
-    ax.set_xlabel(f"mean over {rows[0]['n_folds']} cross-validation folds")
+    ax.set_xlabel(f"mean over the splits of {cv_description(rows[0]['n_folds'], rows[0]['n_repeats'])}")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(handles=[bars, markers], loc="lower left", bbox_to_anchor=(0, 1), ncol=2, fontsize=8, frameon=False)
     ax.set_title(f"Cross-validated methods, {scheme}", fontsize=10, pad=22)

@@ -1,7 +1,7 @@
 """Honest model selection: which method to deploy, and what choosing it is worth.
 
-A candidate method is an image representation with a classifier, named ``<method>/<classifier>``: ``k<K>/xgboost``
-(VLAD of hypercolumns at K) or ``pooled/random_forest`` (the pooled hypercolumns). Picking the best of several
+A candidate is a deployable method, named as everywhere (:mod:`cntem.runs`): ``squash-k50/xgboost`` (VLAD of
+hypercolumns at K = 50), ``tiles-pooled/logistic`` (the pooled hypercolumns of the tiles). Picking the best of several
 methods by their cross-validated accuracy and quoting that accuracy is optimistic: it is the largest of several
 noisy estimates. Nested cross-validation estimates the whole procedure instead: in each outer split the candidates
 are compared by an inner grouped cross-validation over the outer *training* rows only, and the one chosen is
@@ -22,26 +22,21 @@ from .classify import inner_splitter
 from .config import make_classifier
 from .encoded import load_encoded
 from .evaluate import fit_and_predict_fold, fold_metrics, spread
+from .runs import Method
 from .schemes import ordered_classes
 
 TIE_RULE = "highest mean accuracy; ties to the higher mean macro-F1, then to the candidate listed first"
 
 
-def parse_candidate(name: str) -> tuple[str, str]:
-    """``"k50/xgboost"`` -> ``("k50", "xgboost")``: the representation (run method) and the classifier."""
-    method, classifier = name.split("/")
-    return method, classifier
-
-
-def candidate_methods(candidates: list[str]) -> list[str]:
-    """The representations (run methods) of `candidates`, each once, in the order they first appear."""
-    return list(dict.fromkeys(parse_candidate(c)[0] for c in candidates))
+def candidate_representations(candidates: list[str]) -> list[str]:
+    """The representation names of the methods `candidates`, each once, in the order they first appear."""
+    return list(dict.fromkeys(Method.parse(c).representation.name for c in candidates))
 
 
 def training_rows(paths: dict[str, str]):
-    """InnerSelection.fit's `train_of` over encoded fold files ({method: path}): of each file only the training
-    split is read, so the outer validation rows cannot reach the selection."""
-    return lambda method: load_encoded(paths[method], ("train",))[0]["train"]
+    """InnerSelection.fit's `train_of` over encoded fold files ({representation name: path}): of each file only the
+    training split is read, so the outer validation rows cannot reach the selection."""
+    return lambda representation: load_encoded(paths[representation], ("train",))[0]["train"]
 
 
 def best_candidate(scores: dict[str, dict], order: list[str]) -> str:
@@ -56,10 +51,10 @@ def best_candidate(scores: dict[str, dict], order: list[str]) -> str:
 class InnerSelection:
     """Chooses one of `candidates` by a grouped cross-validation over one outer split's training rows only.
 
-    `settings` maps each classifier name to its config section. ``fit(train_of, group_of)``: ``train_of(method)``
-    returns the outer split's training rows in that representation (``X``, ``ids``, ``rotations``, ``y``, as
-    ``encoded.load_encoded`` gives a split); every method must give the same rows in the same order, so all
-    candidates meet the same inner folds. The inner folds never split a group (the rotated copies and twins of
+    `settings` maps each classifier name to its config section. ``fit(train_of, group_of)``:
+    ``train_of(representation)`` returns the outer split's training rows in that representation (``X``, ``ids``,
+    ``rotations``, ``y``, as ``encoded.load_encoded`` gives a split); every representation must give the same rows
+    in the same order, so all candidates meet the same inner folds. The inner folds never split a group (the rotated copies and twins of
     a micrograph stay together) and, like outer validation folds, are scored on original images only
     (rotation 0). Stratified by class where the groups allow (``classify.inner_splitter``, as ``logistic``
     chooses its C).
@@ -75,20 +70,21 @@ class InnerSelection:
         self.inner_folds, self.seed, self.device, self.threads = inner_folds, seed, device, threads
 
     def fit(self, train_of, group_of: dict) -> "InnerSelection":
-        methods = candidate_methods(self.candidates)
+        representations = candidate_representations(self.candidates)
         self.scores_, self.used_ids_, reference = {}, set(), None
-        for method in methods:  # one representation in memory at a time: at the paper's width each is GBs
-            rows = train_of(method)
+        for representation in representations:  # one in memory at a time: at the paper's width each is GBs
+            rows = train_of(representation)
             keys = list(zip(rows["ids"], np.asarray(rows["rotations"]).tolist()))
             if reference is None:
                 reference, folds = keys, self._inner_folds(rows, group_of)
             elif keys != reference:
-                raise ValueError(f"{method}: training rows differ from {methods[0]}'s; candidates must be encodings "
-                                 "of the same outer split's plan")
+                raise ValueError(f"{representation}: training rows differ from {representations[0]}'s; candidates "
+                                 "must be encodings of the same outer split's plan")
             self.used_ids_ |= set(rows["ids"])
             classes = ordered_classes(rows["y"])
-            for name in (c for c in self.candidates if parse_candidate(c)[0] == method):
-                self.scores_[name] = self._score(parse_candidate(name)[1], rows, folds, classes, group_of)
+            for method in map(Method.parse, self.candidates):
+                if method.representation.name == representation:
+                    self.scores_[method.name] = self._score(method.classifier, rows, folds, classes, group_of)
         means = {n: {"accuracy": s["accuracy_mean"], "macro_f1": s["macro_f1_mean"]} for n, s in self.scores_.items()}
         self.best_ = best_candidate(means, self.candidates)
         return self
@@ -127,14 +123,11 @@ class InnerSelection:
                 "inner_scores": self.scores_}
 
 
-def plain_scores(comparison: list[dict], candidates: dict[str, dict]) -> dict[str, dict]:
-    """Each candidate's plain cross-validated scores over all images, from the comparison table's rows (strings).
-
-    `candidates` maps a name to its run's keys in that table (scheme, balance, input_mode, method, classifier, k).
-    """
-    keys = ("scheme", "balance", "input_mode", "method", "classifier", "k")
-    by_run = {tuple(r[k] for k in keys): r for r in comparison}
-    rows = {name: by_run[tuple(str(run[k]) for k in keys)] for name, run in candidates.items()}
+def plain_scores(comparison: list[dict], scheme: str, balance: str, candidates: list[str]) -> dict[str, dict]:
+    """Each candidate's plain cross-validated scores over all images of `scheme` at `balance`, from the comparison
+    table's rows (strings)."""
+    by_run = {(r["scheme"], r["balance"], r["method"]): r for r in comparison}
+    rows = {name: by_run[(scheme, balance, name)] for name in candidates}
     return {name: {"accuracy": float(r["accuracy_mean"]), "macro_f1": float(r["macro_f1_mean"]),
                    "accuracy_std": float(r["accuracy_std"]), "accuracy_repeat_std": float(r["accuracy_repeat_std"])}
             for name, r in rows.items()}
