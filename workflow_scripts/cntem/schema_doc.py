@@ -26,8 +26,8 @@ class Key:
 
 
 def keys(node: dict, prefix: str = "") -> list[Key]:
-    """The keys under an object node, depth first in schema order; an object with `properties` is walked
-    into (its own row first when it has a description), any other node is one key."""
+    """The keys under an object node, depth first in schema order: an object with `properties` is walked
+    into, any other node is one key."""
     found = []
     required = set(node.get("required", []))
     for name, child in node.get("properties", {}).items():
