@@ -15,6 +15,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 DRY_RUNS = {
     "demo": [],
     "niosh": ["config/niosh.yaml"],
+    "niosh_without_labels": ["config/niosh.yaml", ".test/config_niosh_without_labels.yaml"],
     "beyond": ["config/beyond.yaml"],
     "tiny": [".test/config_tiny.yaml"],
     "own_data": [".test/config_own_data.yaml"],
