@@ -12,7 +12,7 @@ from snakemake.utils import validate
 
 from cntem.config import consistency_problems, schema_problems
 from cntem.method_space import MethodSpace
-from cntem.runs import CLASSIFIERS, INPUT_MODES, KINDS, Method, Representation, candidate_pattern
+from cntem.runs import CLASSIFIERS, INPUT_MODES, KINDS, Method, candidate_pattern
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "config" / "schema.yaml")
@@ -174,7 +174,7 @@ def test_library_defaults_and_names_agree_with_the_schema():
     assert all("description" in spec for spec in schema["logistic"]["properties"].values())
     # the grammar (cntem.runs) knows every classifier, input mode and model encoder the schema and library know
     assert set(CLASSIFIERS) == set(NAMES) and list(INPUT_MODES) == schema["hypercolumns"]["properties"]["input_mode"]["enum"]
-    assert {k for k in KINDS if Representation(INPUT_MODES[0], k, 50 if k == "vlad" else None).deployable} == set(ENCODERS)
+    assert {name for name, kind in KINDS.items() if kind.deployable} == set(ENCODERS)
     assert schema["selection"]["properties"]["candidates"]["items"]["pattern"] == candidate_pattern()
     assert all("description" in spec for spec in schema["representations"]["properties"].values())
     assert make_extraction(defaults["hypercolumns"], defaults["hypercolumns"]["batch_size"]) == ExtractionSettings()

@@ -131,8 +131,9 @@ def test_a_deployed_method_must_be_deployable_and_extracted():
 def test_no_other_file_builds_or_splits_a_method_string():
     """The grammar lives in cntem/runs.py: the rules, scripts, package and benchmarks use its values, so none of them
     spells a method's parts into a string or takes one apart."""
-    forbidden = re.compile(r"""f["']k\{|\.split\(["']/["']\)|r?partition\(["'][-/]["']\)|removesuffix\(|"hcol"|"""
-                           r"""pooled_hcol|\+tta|["']_tta["']|parse_candidate|base_method|mode_method""")
+    forbidden = re.compile(r"""f["']k\{|\.split\(["']/["']\)|r?partition\(["'][-/]["']\)|removesuffix\(["'][-_+]|"""
+                           r""""hcol"|pooled_hcol|\+tta|["']_tta["']|-rot4["']|\{mode\}-|"""
+                           r"""parse_candidate|base_method|mode_method""")
     sources = [REPO / "Snakefile", *(REPO / "rules").glob("*.smk"), *(REPO / "workflow_scripts").rglob("*.py"),
                *(REPO / "bench").glob("*.py")]
     offenders = [f"{path.relative_to(REPO)}:{n}: {line.strip()}" for path in sources

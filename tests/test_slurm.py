@@ -1,7 +1,7 @@
 """The SLURM profiles on a real single-node SLURM cluster.
 
 A tiny K sweep (2 K x 2 folds, 8 synthetic images per class) runs through `--profile profiles/slurm`
-exactly as the README's "On a SLURM cluster" section says, and its metrics are compared with a local
+exactly as docs/cluster.md says, and its metrics are compared with a local
 `--cores 2` run of the same config. The cluster is started here: Debian's slurm-wlm and munge, config in /etc/slurm (job steps do
 not see SLURM_CONF), accounting off, one node declaring a GPU backed by /dev/null so GPU-requesting
 jobs are accepted on a machine without one. Needs root; where root or the binaries are missing the
@@ -29,10 +29,10 @@ PROFILE = "profiles/slurm"
 CPU_PROFILE = "profiles/slurm-cpu"
 WEIGHTS = str(SHARED_WEIGHTS) if SHARED_WEIGHTS.exists() else "random"
 
-# What the README promises every job fits on its first attempt: an ordinary compute node.
+# What docs/cluster.md promises every job fits on its first attempt: an ordinary compute node.
 NODE_CPUS, NODE_MEM_MB = 8, 32000
 
-# The README's cluster command for a site without accounting, then what only the test adds: keep the
+# docs/cluster.md's command for a site without accounting, then what only the test adds: keep the
 # SLURM log of every job (the plugin deletes those of successful jobs), so that they can be counted, and
 # poll sooner. The plugin polls that many seconds after a job finished, and 10 s later each time none
 # has; this sweep's jobs take about 10 s, so polls 1, 12, 33 s after a finish save about a minute over the

@@ -251,11 +251,6 @@ def test_a_selection_candidate_that_is_not_cross_validated_is_refused(tmp_path):
     assert "selection.candidates: 'squash-k50/xgboost' is not cross-validated at the main balance strategy" in output
 
 
-def test_lint_is_clean():
-    result = subprocess.run(SNAKEMAKE + ["--lint"], cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def test_editing_predict_or_report_settings_retrains_nothing(tiny_run):
     edited = {**TINY, "predict": {"input": "results/demo/images/CNT-Fiber-0001.tif"},
               "report": {"tsne_perplexity": 5, "seed": 3}, "hypercolumns": {**TINY["hypercolumns"], "batch_size": 4}}

@@ -26,14 +26,27 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 # How the network sees a micrograph (hypercolumns.input_mode): the paper squashes it to image_size.
 INPUT_MODES = ("squash", "center_crop", "tiles", "native")
-# What is made of the hypercolumns: VLAD over a K-means dictionary (token k<K>), the pooled hypercolumn (global
-# mean and max of every tap), VGG16's pooled top layer (the paper's baseline features).
-KINDS = ("vlad", "pooled", "top")
-KIND_LABELS = {"vlad": "VLAD of hypercolumns, K={k}", "pooled": "pooled hypercolumns",
-               "top": "VGG16 pooled top layer"}
+
+
+class Kind(NamedTuple):
+    """What is made of the hypercolumns: its name's token (a regular expression), readable label, the file of one
+    fold's entries (None: read from the shards) and whether a model can deploy it."""
+
+    token: str
+    label: str
+    encoded_file: str | None
+    deployable: bool
+
+
+# VLAD over a K-means dictionary (token k<K>), the pooled hypercolumn (global mean and max of every tap), VGG16's
+# pooled top layer (the paper's baseline features, classified by the linear softmax only).
+KINDS = {"vlad": Kind(r"k[0-9]+", "VLAD of hypercolumns, K={k}", "vlad.h5", True),
+         "pooled": Kind("pooled", "pooled hypercolumns", "pooled_hypercolumns.h5", True),
+         "top": Kind("top", "VGG16 pooled top layer", None, False)}
 # The classifiers (cntem.classify.NAMES); linear_softmax is the paper's baseline classifier, of `top` only.
 CLASSIFIERS = ("xgboost", "random_forest", "adaboost", "logistic", "hierarchical", "linear_softmax")
 BASELINE_CLASSIFIER = "linear_softmax"
@@ -42,14 +55,15 @@ AVERAGINGS = {"rot4": "averaged over 4 rotations"}
 ROTATION_AVERAGING = "rot4"
 
 _MODE = "|".join(INPUT_MODES)
-_TOKEN = r"k[0-9]+|pooled|top"
+_TOKEN = "|".join(kind.token for kind in KINDS.values())
 _CLASSIFIER = "|".join(CLASSIFIERS)
 _AVERAGING = "|".join(AVERAGINGS)
 # Regular expressions of the names (no anchors, no groups: Snakemake wildcard constraints use them as they are).
 REPRESENTATION_PATTERN = rf"(?:{_MODE})-(?:{_TOKEN})"
 METHOD_PATTERN = rf"{REPRESENTATION_PATTERN}/(?:{_CLASSIFIER})(?:-(?:{_AVERAGING}))?"
 _REPRESENTATION_RE = re.compile(rf"(?P<mode>{_MODE})-(?P<token>{_TOKEN})")
-_METHOD_RE = re.compile(rf"(?P<representation>{REPRESENTATION_PATTERN})/(?P<classifier>{_CLASSIFIER})(?:-(?P<averaging>{_AVERAGING}))?")
+_METHOD_RE = re.compile(rf"(?P<representation>{REPRESENTATION_PATTERN})/(?P<classifier>{_CLASSIFIER})"
+                        rf"(?:-(?P<averaging>{_AVERAGING}))?")
 
 
 def predictions_file(averaging: str = "") -> str:
@@ -59,15 +73,15 @@ def predictions_file(averaging: str = "") -> str:
 
 def kind_pattern(kind: str) -> str:
     """The pattern of the representation names of one kind (a rule's wildcard constraint)."""
-    token = {"vlad": r"k[0-9]+", "pooled": "pooled", "top": "top"}[kind]
-    return rf"(?:{_MODE})-{token}"
+    return rf"(?:{_MODE})-(?:{KINDS[kind].token})"
 
 
 def candidate_pattern() -> str:
     """The anchored pattern of a selection candidate: a deployable method (config/schema.yaml's
     selection.candidates pattern equals it, tests/test_runs.py checks)."""
-    deployable = "|".join(c for c in CLASSIFIERS if c != BASELINE_CLASSIFIER)
-    return rf"^(?:{_MODE})-(?:k[0-9]+|pooled)/(?:{deployable})$"
+    tokens = "|".join(kind.token for kind in KINDS.values() if kind.deployable)
+    classifiers = "|".join(c for c in CLASSIFIERS if c != BASELINE_CLASSIFIER)
+    return rf"^(?:{_MODE})-(?:{tokens})/(?:{classifiers})$"
 
 
 @dataclass(frozen=True, order=True)
@@ -100,12 +114,13 @@ class Representation:
         if not match:
             raise ValueError(f"{name!r} is no representation name (<input_mode>-<k<K>|pooled|top>, e.g. squash-k50)")
         token = match["token"]
-        return cls(match["mode"], "vlad", int(token[1:])) if token[0] == "k" else cls(match["mode"], token)
+        kind = next(name for name, kind in KINDS.items() if re.fullmatch(kind.token, token))
+        return cls(match["mode"], kind, int(token[1:])) if kind == "vlad" else cls(match["mode"], kind)
 
     @property
     def label(self) -> str:
         """Readable name, e.g. "VLAD of hypercolumns, K=50"."""
-        return KIND_LABELS[self.kind].format(k=self.k)
+        return KINDS[self.kind].label.format(k=self.k)
 
     @property
     def has_dictionary(self) -> bool:
@@ -115,12 +130,12 @@ class Representation:
     @property
     def encoded_file(self) -> str | None:
         """The file name of one fold's entries in this representation; None for `top`, read from the shards."""
-        return {"vlad": "vlad.h5", "pooled": "pooled_hypercolumns.h5", "top": None}[self.kind]
+        return KINDS[self.kind].encoded_file
 
     @property
     def deployable(self) -> bool:
         """Whether a model can deploy it (the baseline's top layer has no model encoder)."""
-        return self.kind != "top"
+        return KINDS[self.kind].deployable
 
 
 @dataclass(frozen=True, order=True)
