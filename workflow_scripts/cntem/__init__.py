@@ -1,4 +1,5 @@
 """cntem: VGG16 hypercolumns + VLAD + gradient boosting for TEM images of carbon nanomaterials."""
+import errno
 import logging
 import sys
 
@@ -12,6 +13,11 @@ class ActionableError(Exception):
 
     Rule scripts and the console command show it as one message, without a traceback.
     """
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` is a write that found no space left (h5py's errors carry the reason in their text only)."""
+    return isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or "No space left on device" in str(exc))
 
 
 def log_to(path=None, level=logging.INFO):
@@ -28,14 +34,17 @@ def log_to(path=None, level=logging.INFO):
 def rule_log(path):
     """Logging for a rule script: messages, warnings and any uncaught error go to the rule's log.
 
-    An ActionableError is logged as its message alone; anything else with its traceback (a bug).
-    Either way the job then exits non-zero and Snakemake points at the log.
+    An ActionableError is logged as its message alone, and so is a full disk (with what to do); anything else
+    with its traceback (a bug). Either way the job then exits non-zero and Snakemake points at the log.
     """
     log = log_to(path)
 
     def log_uncaught(exc_type, exc, tb):
         if issubclass(exc_type, ActionableError):
             log.error("%s", exc)
+        elif is_disk_full(exc):
+            log.error("the disk is full (%s): free space on the file system of results/, then run the same command "
+                      "again; finished jobs are kept", exc)
         else:
             log.error("unexpected error (please report it with this log)", exc_info=(exc_type, exc, tb))
 
