@@ -264,3 +264,20 @@ def test_a_full_disk_during_a_shard_write_is_one_message_and_leaves_no_partial_f
     assert "the partial file was removed. The file system of /" in str(full.value)
     assert "free space there" in str(full.value) and "run the same command again; finished shards are kept" in str(full.value)
     assert list(out.parent.iterdir()) == []  # neither the shard nor its .part
+
+
+def test_a_full_disk_in_any_rule_is_one_message_in_its_log(tmp_path, monkeypatch):
+    import errno
+    import sys
+
+    from cntem import rule_log
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    rule_log(tmp_path / "rule.log")
+    sys.excepthook(OSError, OSError(errno.ENOSPC, "No space left on device"), None)
+    logged = (tmp_path / "rule.log").read_text()
+    assert "the disk is full ([Errno 28] No space left on device): free space on the file system of results/, then " \
+           "run the same command again; finished jobs are kept" in logged
+    assert "unexpected error" not in logged
