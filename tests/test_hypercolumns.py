@@ -281,3 +281,9 @@ def test_a_full_disk_in_any_rule_is_one_message_in_its_log(tmp_path, monkeypatch
     assert "the disk is full ([Errno 28] No space left on device): free space on the file system of results/, then " \
            "run the same command again; finished jobs are kept" in logged
     assert "unexpected error" not in logged
+
+
+def test_the_network_input_is_a_writable_array():
+    """torch warns ("not writable") about a tensor made from a read-only array, as PIL's are."""
+    grey = np.zeros((40, 50), np.uint8)
+    assert all(prepare_image(grey, SMALL, rotation).flags.writeable for rotation in (0, 90))

@@ -318,9 +318,19 @@ def test_the_predict_rule_on_an_empty_folder_says_so_without_a_traceback(trained
     failed = run_predict_rule(work, model, weights, empty)
     log = (work / "results" / "logs" / "predict.log").read_text()
     message = f"no images (.bmp, .jpeg, .jpg, .png, .tif, .tiff) in {empty}; put the images to classify there"
-    assert failed.returncode != 0 and message in log and "Traceback" not in log
+    assert failed.returncode != 0 and message in log and "Traceback" not in log and "faiss.loader" not in log
     code, _, err = cntem("--model", model, "--out", tmp_path / "p.csv", empty)  # the console command: the same
     assert code == 2 and message in err
+
+
+def test_a_clean_prediction_prints_only_what_the_user_should_read(trained, tmp_path):
+    model, images = trained
+    done = subprocess.run([sys.executable, "-m", "cntem.cli", "predict", "--model", str(model), "--out",
+                           str(tmp_path / "p.csv"), str(sorted(images.glob("*.tif"))[0])], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    noise = [line for line in done.stderr.splitlines()
+             if any(word in line for word in ("faiss", "ModuleNotFoundError", "Warning", "not writable"))]
+    assert noise == []
 
 
 def test_the_advice_to_train_a_model_is_a_command_that_runs(trained, weights, tmp_path):

@@ -28,6 +28,8 @@ def log_to(path=None, level=logging.INFO):
     logging.basicConfig(level=level, handlers=handlers, force=True,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.captureWarnings(True)
+    # faiss.loader logs each CPU-specific library it tries and fails to load (ModuleNotFoundError) at INFO
+    logging.getLogger("faiss").setLevel(logging.WARNING)
     return logging.getLogger("cntem")
 
 

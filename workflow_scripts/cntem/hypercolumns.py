@@ -62,7 +62,8 @@ def prepare_image(grey: np.ndarray, settings: ExtractionSettings, rotation: int 
         im = im.resize((size, size), Image.BILINEAR)
     else:
         raise ValueError(f"unknown input mode {mode!r} (squash, center_crop, tiles or native)")
-    return np.ascontiguousarray(np.rot90(np.asarray(im), k=(rotation // 90) % 4))
+    # a writable copy: PIL's array is read-only, and torch warns about tensors of read-only arrays
+    return np.ascontiguousarray(np.rot90(np.array(im), k=(rotation // 90) % 4))
 
 
 def stable_hash(text: str) -> int:
@@ -260,7 +261,7 @@ class EntryImages(torch.utils.data.Dataset):
         coords = np.stack([sample_coordinates(s.seed, e["id"], int(e["rotation"]), s.image_size, s.n_pixels, view)
                            for view in range(len(origins))])
         note = size_note(grey.shape[1], grey.shape[0], s.image_size)
-        return LoadedEntry(i, torch.from_numpy(img.copy()), origins, torch.from_numpy(coords), note)
+        return LoadedEntry(i, torch.from_numpy(img), origins, torch.from_numpy(coords), note)
 
 
 def views_pass(net: HypercolumnNet, views: torch.Tensor, coords: torch.Tensor, weights: Weights,
