@@ -11,6 +11,7 @@ from snakemake.utils import validate
 from cntem.classify import NAMES as CLASSIFIER_NAMES
 from cntem.config import config_digest, consistency_problems, schema_problems
 from cntem.evaluate import ROTATION_AVERAGED
+from cntem.experiment import OtherExperimentError, check_experiment, experiment_of, record_experiment
 from cntem.schemes import class_tree, resolve_scheme, scheme_classes
 from cntem.selection import candidate_methods, parse_candidate
 
@@ -28,6 +29,17 @@ _stop_on(schema_problems(config, yaml.safe_load(SCHEMA.read_text())))
 validate(config, schema=str(SCHEMA), set_default=True)
 _stop_on(consistency_problems(config))
 CONFIG_DIGEST = config_digest(config)
+# The experiment results/ holds (cntem.experiment): another one's run is refused now, before it writes anything.
+EXPERIMENT = experiment_of(config, workflow.configfiles)
+try:
+    check_experiment(EXPERIMENT)
+except OtherExperimentError as exc:
+    raise WorkflowError(str(exc)) from None
+
+
+onstart:
+    record_experiment(EXPERIMENT)
+
 
 SCHEMES = config["schemes"]
 STRATEGIES = config["balance"]["strategies"]
