@@ -28,8 +28,10 @@ def log_to(path=None, level=logging.INFO):
     logging.basicConfig(level=level, handlers=handlers, force=True,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.captureWarnings(True)
-    # faiss.loader logs each CPU-specific library it tries and fails to load (ModuleNotFoundError) at INFO
+    # faiss.loader logs each CPU-specific library it tries and fails to load (ModuleNotFoundError) at INFO;
+    # tifffile logs errors about a damaged file's tags without naming it, beside cntem's message that names it
     logging.getLogger("faiss").setLevel(logging.WARNING)
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     return logging.getLogger("cntem")
 
 
