@@ -105,6 +105,10 @@ def test_own_data_recipe_then_recovery_then_report_as_the_readme_says(tmp_path):
     run(report, checkout)
     html = (results / "report.html").read_text(errors="ignore")
     assert "cnt3" in html and "accuracy_grid.png" in html and "metrics.tsv" in html
+    # the experiment's dry run and lint load it as well
+    dry = run(recipe_run + ["-n"], checkout)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+    run(["snakemake", "--lint", "--configfile", "my_experiment.yaml"], checkout)
 
 
 def job_names(log: str) -> set[str]:

@@ -48,6 +48,7 @@ def experiment_of(config: dict, configfiles) -> dict:
 
 
 def describe(experiment: dict) -> str:
+    """One line naming an experiment's data and config files."""
     data = experiment["data"]
     labels = f", labels {data['labels_csv']}" if data["labels_csv"] else ""
     source = "the demo's data" if "demo" in experiment else "data"
