@@ -87,8 +87,8 @@ def test_own_data_recipe_then_recovery_then_report_as_the_readme_says(tmp_path):
     locked = run(rerun, checkout, ok=False)
     assert "Directory cannot be locked" in locked.stdout + locked.stderr
     # The commands as they were before results/experiment.json: the demo's config would write over this experiment.
-    for bare in (["snakemake", "--unlock"], ["snakemake", "--cores", "all", "--rerun-incomplete"],
-                 ["snakemake", "--report", "results/report.html"]):
+    bare_rerun = ["snakemake", "--cores", "all", "--rerun-incomplete"]
+    for bare in (["snakemake", "--unlock"], bare_rerun, ["snakemake", "--report", "results/report.html"]):
         refused = run(bare, checkout, ok=False)
         message = refused.stdout + refused.stderr
         assert refused.returncode != 0 and "results/ holds another experiment than this run's" in message
@@ -97,6 +97,9 @@ def test_own_data_recipe_then_recovery_then_report_as_the_readme_says(tmp_path):
         assert "this run: the demo's data results/demo/images (layout niosh" in message
         assert "add --configfile my_experiment.yaml to the command" in message and "Traceback" not in message
     assert not (results / "demo").exists() and (checkout / ".snakemake" / "locks" / "0.output.lock").exists()
+    advice = re.search(r"add (--configfile \S+) to the command", message)[1]  # the fix, as advised, runs (dry)
+    advised = run(bare_rerun + ["-n", *shlex.split(advice)], checkout)
+    assert job_names(advised.stdout + advised.stderr) == {"figure_tsne", "all"}
     run(unlock, checkout)
     redone = run(rerun, checkout)
     assert job_names(redone.stdout + redone.stderr) == {"figure_tsne", "all"}
