@@ -66,7 +66,8 @@ def contact_sheet(images: list[dict], path, per_class: int = 4, seed: int = 0) -
             if c < len(examples[cls]):
                 row = examples[cls][c]
                 ax.imshow(read_grey(row["path"]), cmap="gray")
-                ax.set_title(f"{drawable(row['id'])}\n{row['width']}x{row['height']}, {row['bit_depth']}-bit", fontsize=6)
+                ax.set_title(f"{drawable(row['id'])}\n{row['width']}x{row['height']}, {row['bit_depth']}-bit",
+                             fontsize=6)
         axes[r, 0].text(-0.08, 0.5, CLASS_NAMES.get(cls, cls), transform=axes[r, 0].transAxes, rotation=90,
                         va="center", ha="right", fontsize=9)
     fig.suptitle("Example micrographs per class", fontsize=11)
@@ -207,7 +208,8 @@ def misclassified_gallery(predictions: list[dict], images: dict, path, n: int) -
         ax.axis("off")
     for ax, r in zip(axes.flat, wrong):
         ax.imshow(read_grey(images[r["id"]]), cmap="gray")
-        ax.set_title(f"{drawable(r['id'])}\ntrue {r['true']} → {r['predicted']} ({100 * float(r['confidence']):.0f}%)", fontsize=7)
+        ax.set_title(f"{drawable(r['id'])}\ntrue {r['true']} → {r['predicted']} "
+                     f"({100 * float(r['confidence']):.0f}%)", fontsize=7)
     if not wrong:
         axes[0, 0].text(0.5, 0.5, "no misclassified validation image", ha="center", va="center")
     fig.suptitle("Most confidently misclassified validation images", fontsize=11)

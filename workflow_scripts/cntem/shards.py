@@ -106,8 +106,8 @@ def disk_full_error(path, exc: OSError) -> DiskSpaceError:
     mount = next(p for p in (folder, *folder.parents) if p.is_mount())
     return DiskSpaceError(f"{path}: the disk filled up while writing it ({exc.strerror or exc}); the partial file was "
                           f"removed. The file system of {mount} has {format_bytes(shutil.disk_usage(folder).free)} "
-                          "free now: free space there (results/logs/hypercolumns/<input mode>/manifest.log says what the shards need), then "
-                          "run the same command again; finished shards are kept")
+                          "free now: free space there (results/logs/hypercolumns/<input mode>/manifest.log says what "
+                          "the shards need), then run the same command again; finished shards are kept")
 
 
 # Version 4 stores views (an entry has one or more: input modes tiles and native) and the input mode;
