@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from cntem.config import config_digest, consistency_problems, schema_problems
+from cntem.experiment import OtherExperimentError, check_experiment, experiment_of, record_experiment
 from cntem.method_space import MethodSpace
 from cntem.runs import (CLASSIFIERS, METHOD_PATTERN, REPRESENTATION_PATTERN, ROTATION_AVERAGING, Method, Run,
                         Representation, kind_pattern, predictions_file)
@@ -31,6 +32,17 @@ _stop_on(consistency_problems(config))
 SPACE = MethodSpace(config)
 _stop_on(SPACE.problems())
 CONFIG_DIGEST = config_digest(config)
+# The experiment results/ holds (cntem.experiment): another one's run is refused now, before it writes anything.
+EXPERIMENT = experiment_of(config, workflow.configfiles)
+try:
+    check_experiment(EXPERIMENT)
+except OtherExperimentError as exc:
+    raise WorkflowError(str(exc)) from None
+
+
+onstart:
+    record_experiment(EXPERIMENT)
+
 
 SCHEMES = SPACE.schemes
 STRATEGIES = SPACE.strategies

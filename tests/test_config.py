@@ -142,11 +142,14 @@ def test_rotation_averaging_names_only_balance_strategies_that_run():
     assert consistency_problems({**config, "evaluation": {"rotation_averaging": True}}) == []
 
 
-def test_k_beyond_the_dictionary_sample_is_refused_with_the_config():
-    config = with_defaults({"data": {"dir": "x"}, "k_values": [10, 500], "dictionary": {"sample_size": 300}})
+def test_too_few_dictionary_vectors_per_centroid_are_refused_with_the_config():
+    config = with_defaults({"data": {"dir": "x"}, "k_values": [10, 1500], "dictionary": {"sample_size": 2000}})
     assert consistency_problems(config) == [
-        "dictionary.sample_size: 300 vectors cannot fit K = 500 centroids (k / k_values); raise sample_size "
-        "(FAISS wants about 40 per centroid, 20000) or lower K"]
+        "dictionary.sample_size: 2000 vectors are too few for K = 1500 centroids (k / k_values): K-means needs at "
+        "least 39 per centroid; raise sample_size to 58500 or more, or lower K"]
+    at_the_minimum = with_defaults({"data": {"dir": "x"}, "k": 50, "k_values": [50], "dictionary": {"sample_size": 1950}})
+    assert consistency_problems(at_the_minimum) == []
+    assert consistency_problems({**at_the_minimum, "dictionary": {**at_the_minimum["dictionary"], "sample_size": 1949}})
     wide = with_defaults({"data": {"dir": "x"}, "vlad": {"pca_dim": 2000}})
     assert "vlad.pca_dim: 2000 exceeds the 1472 hypercolumn features" in consistency_problems(wide)[0]
     assert consistency_problems(with_defaults({"data": {"dir": "x"}})) == []

@@ -1,3 +1,6 @@
+import logging
+import shutil
+
 import h5py
 import numpy as np
 import pytest
@@ -10,8 +13,8 @@ from cntem.features import ExtractionSettings
 from cntem.hypercolumns import HypercolumnNet, extract_shard, net_input, prepare_image, sample_coordinates, stored_taps
 from cntem.maps import sample_feature_maps
 from cntem.vlad import VladEncoder, vlad
-from cntem.shards import (SHARD_FORMAT, HypercolumnStore, StaleShardError, assemble_hypercolumns, assign_shard,
-                          check_disk, shard_bytes, shard_count, shard_manifest)
+from cntem.shards import (SHARD_FORMAT, DiskSpaceError, HypercolumnStore, StaleShardError, assemble_hypercolumns,
+                          assign_shard, check_disk, format_bytes, shard_bytes, shard_count, shard_manifest)
 
 from conftest import write_image
 
@@ -232,6 +235,55 @@ def test_the_automatic_shard_count_follows_the_data():
     assert {r["views"] for r in rows} == {2} and {r["shard"] for r in rows} == {0, 1, 2, 3}
 
 
-def test_disk_check_stops_before_extraction(tmp_path):
+def test_disk_check_stops_before_extraction(tmp_path, monkeypatch, caplog):
     with pytest.raises(OSError, match="not enough disk"):
         check_disk(tmp_path, 10**18)
+    # Small stores in useful units, not "need 0.0 GB, 0.0 GB free"
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 4500, 4500))
+    with caplog.at_level(logging.INFO), pytest.raises(DiskSpaceError) as short:
+        check_disk(tmp_path, 12_300)
+    assert f"hypercolumns need 12.3 kB on disk (4.5 kB free in {tmp_path})" in caplog.text
+    assert str(short.value).startswith(f"not enough disk for the hypercolumn shards in {tmp_path}: need 12.3 kB, "
+                                       "4.5 kB free. Free 8.41 kB or more")
+    assert [format_bytes(n) for n in (0, 999, 45_600_000, 3.2e9, 7.5e12)] == ["0 B", "999 B", "45.6 MB", "3.2 GB",
+                                                                            "7.5 TB"]
+
+
+def test_a_full_disk_during_a_shard_write_is_one_message_and_leaves_no_partial_file(entries, weights, tmp_path,
+                                                                                     monkeypatch):
+    def disk_full(*args, **kwargs):  # as h5py reports it: errno in the text only
+        raise OSError("Can't synchronously write data (file write failed: errno = 28, error message = "
+                      "'No space left on device')")
+
+    monkeypatch.setattr(hc.ShardCursor, "write", disk_full)
+    out = tmp_path / "store" / "shard-000.h5"
+    out.parent.mkdir()
+    with pytest.raises(DiskSpaceError) as full:
+        extract_shard(entries, out, weights, SMALL, torch.device("cpu"), workers=0, progress=False)
+    assert str(full.value).startswith(f"{out}: the disk filled up while writing it (")
+    assert "the partial file was removed. The file system of /" in str(full.value)
+    assert "free space there" in str(full.value) and "run the same command again; finished shards are kept" in str(full.value)
+    assert list(out.parent.iterdir()) == []  # neither the shard nor its .part
+
+
+def test_a_full_disk_in_any_rule_is_one_message_in_its_log(tmp_path, monkeypatch):
+    import errno
+    import sys
+
+    from cntem import rule_log
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    rule_log(tmp_path / "rule.log")
+    sys.excepthook(OSError, OSError(errno.ENOSPC, "No space left on device"), None)
+    logged = (tmp_path / "rule.log").read_text()
+    assert "the disk is full ([Errno 28] No space left on device): free space on the file system of results/, then " \
+           "run the same command again; finished jobs are kept" in logged
+    assert "unexpected error" not in logged
+
+
+def test_the_network_input_is_a_writable_array():
+    """torch warns ("not writable") about a tensor made from a read-only array, as PIL's are."""
+    grey = np.zeros((40, 50), np.uint8)
+    assert all(prepare_image(grey, SMALL, rotation).flags.writeable for rotation in (0, 90))

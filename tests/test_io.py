@@ -74,20 +74,43 @@ def test_niosh_names_and_labels_csv_override_labels_and_groups(tmp_path):
 
 
 def test_every_bad_input_is_reported_in_one_message(folder_dataset):
+    """Problems of every kind (labels CSV, formats, labels, pixels, schemes) come in one message, one pass."""
     (folder_dataset / "Cl" / "scan.dm3").write_bytes(b"\x00\x00\x00\x03 DigitalMicrograph")
     good = (folder_dataset / "Fi" / "img0.tif").read_bytes()
     (folder_dataset / "Fi" / "broken.tif").write_bytes(good[: len(good) // 3])
     (folder_dataset / "stray.png").write_bytes(b"")
+    labels = folder_dataset / "labels.csv"
+    labels.write_text("path,label\nCl/img1.png\nCl/gone.tif,Cl\n")
     with pytest.raises(InputError) as err:
-        ingest(folder_dataset, "folders")
+        ingest(folder_dataset, "folders", str(labels), schemes={"4class": resolve_scheme("4class")}, n_folds=2)
     text = str(err.value)
     # an image format we cannot read is refused by name (the user expects it classified), not ignored
     assert "scan.dm3: unsupported format '.dm3' (Gatan DigitalMicrograph); export it as TIFF" in text
-    assert "stray.png: no label" in text  # discovery problems come first, all at once
-    (folder_dataset / "Cl" / "scan.dm3").unlink()
-    (folder_dataset / "stray.png").unlink()
-    with pytest.raises(InputError, match=r"broken.tif: unreadable or truncated"):
-        ingest(folder_dataset, "folders")
+    assert "stray.png: no label" in text
+    assert f"{labels}: line 2 ['Cl/img1.png'] needs 'path,label[,group]'" in text
+    assert "'Cl/gone.tif' is not a file under" in text
+    assert "broken.tif: unreadable or truncated" in text
+    assert "class 'MS' of 4class has no image" in text
+    assert len(err.value.problems) == 6
+
+
+def test_a_labels_csv_with_a_byte_order_mark_is_read(folder_dataset):
+    labels = folder_dataset / "labels.csv"  # as spreadsheet programs save "CSV UTF-8"
+    labels.write_text("path,label,group\nCl/img1.png,Cl,pair\nCl/img2.jpg,Cl,pair\n", encoding="utf-8-sig")
+    rows, _, _ = ingest(folder_dataset, "folders", str(labels))
+    assert {r["id"]: r["group"] for r in rows if r["group"] == "pair"} == {"Cl/img1.png": "pair", "Cl/img2.jpg": "pair"}
+
+
+def test_conflicting_rows_of_the_labels_csv_are_refused_naming_both(folder_dataset):
+    write_image(folder_dataset / "Cl" / "cl_03.tif", seed=9)
+    labels = folder_dataset / "labels.csv"
+    labels.write_text("path,label\nCl/img1.png,Cl\nCl/img1.png,Cl\nCl/img1.png,Fi\ncl_03.tif,Cl\nCl/cl_03.tif,Fi\n")
+    with pytest.raises(InputError) as err:
+        discover(folder_dataset, "folders", str(labels))
+    assert err.value.problems == [
+        f"{labels}: lines 2 ['Cl/img1.png', 'Cl'] and 4 ['Cl/img1.png', 'Fi'] give Cl/img1.png different labels "
+        "or groups; keep one of them",
+        f"{labels}: rows 'cl_03.tif' and 'Cl/cl_03.tif' name Cl/cl_03.tif with different labels (Cl, Fi); keep one of them"]
 
 
 def test_labels_csv_and_sidecar_files_in_the_data_folder_are_ignored_and_counted(folder_dataset):

@@ -83,3 +83,20 @@ def test_figures_say_what_was_run_density_input_mode_and_repeats(tmp_path, monke
     assert grid.axes[0].get_ylabel() == "accuracy (5-fold CV × 4 repeats)"
     assert "5-fold CV × 4 repeats" in matrices._suptitle.get_text()
     assert "10%" not in " ".join(titles)
+
+
+def test_file_names_in_another_script_are_drawn_without_glyph_warnings(tmp_path):
+    import warnings
+
+    from conftest import write_image
+
+    path = write_image(tmp_path / "样品-01.tif", seed=1)
+    images = [{"id": "Cl/样品-01.tif", "path": str(path), "class": "Cl", "width": 48, "height": 40, "bit_depth": 8}]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plots.contact_sheet(images, tmp_path / "sheet.png", per_class=1)
+        plots.misclassified_gallery([{"id": "Cl/样品-01.tif", "true": "Cl", "predicted": "Fi", "confidence": "0.9"}],
+                                    {"Cl/样品-01.tif": str(path)}, tmp_path / "wrong.png", 4)
+    assert [str(w.message) for w in caught] == []
+    assert (tmp_path / "sheet.png").exists() and (tmp_path / "wrong.png").exists()
+    assert plots.drawable("Cl/样品-01 Fe₃O₄ µm.tif") == "Cl/??-01 Fe₃O₄ µm.tif"  # Latin, Greek, sub-scripts kept

@@ -6,6 +6,8 @@ K = 4, XGBoost), with the weights of the `weights` fixture, so every test runs t
 import csv
 import logging
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -24,7 +26,8 @@ from cntem.cli import main as cntem_main
 from cntem.dictionary import VisualDictionary
 from cntem.features import ExtractionSettings
 from cntem.hypercolumns import extract_shard
-from cntem.model import Model
+from cntem import ActionableError
+from cntem.model import Model, ModelMismatchError
 from cntem.pooled import PooledHypercolumnEncoder
 from cntem.predict import predict_images
 from cntem.shards import HypercolumnStore
@@ -300,7 +303,54 @@ def test_the_predict_rule_keeps_going_past_unreadable_files(trained, weights, tm
         path.unlink()
     failed = run_predict_rule(work, model, weights, batch)
     assert failed.returncode != 0
-    assert "no image could be classified" in (work / "results" / "logs" / "predict.log").read_text()
+    log = (work / "results" / "logs" / "predict.log").read_text()
+    listing = re.search(r"no image could be classified: all 2 files are unreadable \(listed with their reasons in "
+                        r"(\S+)\)", log)[1]
+    listed = (work / listing).read_text()  # where the message says, after Snakemake removed the failed job's outputs
+    assert all(f"{path}: unreadable, not classified (" in listed for path in bad.values())
+
+
+def test_the_predict_rule_on_an_empty_folder_says_so_without_a_traceback(trained, weights, tmp_path, cntem):
+    model, _ = trained
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    work = tmp_path / "work"
+    failed = run_predict_rule(work, model, weights, empty)
+    log = (work / "results" / "logs" / "predict.log").read_text()
+    message = f"no images (.bmp, .jpeg, .jpg, .png, .tif, .tiff) in {empty}; put the images to classify there"
+    assert failed.returncode != 0 and message in log and "Traceback" not in log and "faiss.loader" not in log
+    code, _, err = cntem("--model", model, "--out", tmp_path / "p.csv", empty)  # the console command: the same
+    assert code == 2 and message in err
+
+
+def test_a_clean_prediction_prints_only_what_the_user_should_read(trained, tmp_path):
+    model, images = trained
+    done = subprocess.run([sys.executable, "-m", "cntem.cli", "predict", "--model", str(model), "--out",
+                           str(tmp_path / "p.csv"), str(sorted(images.glob("*.tif"))[0])], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    noise = [line for line in done.stderr.splitlines()
+             if any(word in line for word in ("faiss", "ModuleNotFoundError", "Warning", "not writable"))]
+    assert noise == []
+
+
+def test_the_advice_to_train_a_model_is_a_command_that_runs(trained, weights, tmp_path):
+    """Every message that advises training a model names one command, and it plans the model (run dry)."""
+    from test_workflow import TINY
+
+    model, _ = trained
+    with pytest.raises(ModelMismatchError) as mismatch:
+        Model.load(model).check_compatible(weights, taps=["block1_conv2"])
+    (tmp_path / "nowhere").mkdir()
+    with pytest.raises(ActionableError) as missing:
+        Model.load(tmp_path / "nowhere")
+    advised = {re.search(r"(snakemake [^)]*?<your config>)", str(e.value))[1] for e in (mismatch, missing)}
+    assert len(advised) == 1
+    command = advised.pop().replace("<your config>", "my.yaml").replace("<scheme>", "tiny")
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump(TINY))
+    dry = subprocess.run([sys.executable, "-m", *shlex.split(command), "-n", "-s", str(REPO / "Snakefile")],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stdout[-2000:] + dry.stderr[-2000:]
+    assert "rule train_model:" in dry.stdout and "output: results/model/tiny/model.json" in dry.stdout
 
 
 # ----------------------------------------------------------------------------- point 9

@@ -29,6 +29,13 @@ def readme_block(language: str, first_line: str) -> str:
     return next(b for b in blocks if b.startswith(first_line))
 
 
+def readme_commands(containing: str) -> list[list[str]]:
+    """The commands (comments dropped, split as a shell does) of the README's first bash block with a line
+    that contains `containing`."""
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", README, re.S) if containing in b)
+    return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+
+
 def run(command: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
@@ -37,7 +44,9 @@ def run(command: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedP
     return done
 
 
-def test_own_data_recipe_as_the_readme_says(tmp_path):
+def test_own_data_recipe_then_recovery_then_report_as_the_readme_says(tmp_path):
+    """The README's own-data recipe, its commands after a crash and its report command, verbatim and in that order,
+    on one results folder; a command without the recipe's --configfile is refused instead of loading the demo."""
     checkout = copy_checkout(tmp_path / "checkout")
     data, new = tmp_path / "micrographs", tmp_path / "new_micrographs"
     for c, cls in enumerate(["Cl", "Fi", "Ma"]):
@@ -49,10 +58,11 @@ def test_own_data_recipe_as_the_readme_says(tmp_path):
         write_image(new / f"new{i}.png", seed=500 + i, size=(48, 40))
     recipe = readme_block("yaml", "# my_experiment.yaml")
     recipe = recipe.replace("/path/to/new_micrographs", str(new)).replace("/path/to/micrographs", str(data))
-    (checkout / "my_experiment.yaml").write_text(recipe)
-    (checkout / "small.yaml").write_text(yaml.safe_dump(SMALL_RUN))
-    command = shlex.split(readme_block("bash", "snakemake --cores all --configfile my_experiment.yaml").strip())
-    out = run(command + ["small.yaml"], checkout)  # a second config file: only sizes (see SMALL_RUN)
+    # sizes only (SMALL_RUN), in the user's own file: every README command below then runs exactly as written
+    (checkout / "my_experiment.yaml").write_text(recipe + yaml.safe_dump(SMALL_RUN))
+    recipe_run, report = readme_commands("snakemake --cores all --configfile my_experiment.yaml")
+    assert recipe_run == shlex.split("snakemake --cores all --configfile my_experiment.yaml")
+    out = run(recipe_run, checkout)
     log = out.stdout + out.stderr
     assert "rule demo_dataset" not in log and not (checkout / "results" / "demo").exists()
     results = checkout / "results"
@@ -67,6 +77,46 @@ def test_own_data_recipe_as_the_readme_says(tmp_path):
     metrics = list(csv.DictReader(open(results / "metrics.tsv"), delimiter="\t"))
     assert {r["class"] for r in metrics if r["metric"] == "class_accuracy"} == {"Cl", "Fi", "Ma"}
     assert {r["config"] for r in metrics} == {config_digest(effective)}  # every row traced to config.yaml
+
+    # A crash: a figure job cut off, and the killed run's lock left behind.
+    (results / "figures" / "cnt3" / "tsne.png").unlink()
+    (checkout / ".snakemake" / "locks").mkdir(parents=True, exist_ok=True)
+    (checkout / ".snakemake" / "locks" / "0.output.lock").write_text("results/figures/cnt3/tsne.png\n")
+    kept = {p: p.stat().st_mtime_ns for p in [results / "images.tsv", *results.glob("hypercolumns/*/shard-*.h5")]}
+    unlock, rerun = readme_commands("snakemake --unlock")
+    locked = run(rerun, checkout, ok=False)
+    assert "Directory cannot be locked" in locked.stdout + locked.stderr
+    # The commands as they were before results/experiment.json: the demo's config would write over this experiment.
+    bare_rerun = ["snakemake", "--cores", "all", "--rerun-incomplete"]
+    for bare in (["snakemake", "--unlock"], bare_rerun, ["snakemake", "--report", "results/report.html"]):
+        refused = run(bare, checkout, ok=False)
+        message = refused.stdout + refused.stderr
+        assert refused.returncode != 0 and "results/ holds another experiment than this run's" in message
+        assert f"results/ (results/experiment.json): data {data} (layout folders, labels {data}/labels.csv), " \
+               "config file(s) my_experiment.yaml" in message
+        assert "this run: the demo's data results/demo/images (layout niosh" in message
+        assert "add --configfile my_experiment.yaml to the command" in message and "Traceback" not in message
+    assert not (results / "demo").exists() and (checkout / ".snakemake" / "locks" / "0.output.lock").exists()
+    advice = re.search(r"add (--configfile \S+) to the command", message)[1]  # the fix, as advised, runs (dry)
+    advised = run(bare_rerun + ["-n", *shlex.split(advice)], checkout)
+    assert job_names(advised.stdout + advised.stderr) == {"figure_tsne", "all"}
+    run(unlock, checkout)
+    redone = run(rerun, checkout)
+    assert job_names(redone.stdout + redone.stderr) == {"figure_tsne", "all"}
+    assert (results / "figures" / "cnt3" / "tsne.png").exists()
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # finished outputs kept, nothing of the demo
+    run(report, checkout)
+    html = (results / "report.html").read_text(errors="ignore")
+    assert "cnt3" in html and "accuracy_grid.png" in html and "metrics.tsv" in html
+    # the experiment's dry run and lint load it as well
+    dry = run(recipe_run + ["-n"], checkout)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+    run(["snakemake", "--lint", "--configfile", "my_experiment.yaml"], checkout)
+
+
+def job_names(log: str) -> set[str]:
+    """The rules of the jobs a Snakemake run started."""
+    return set(re.findall(r"^(?:local)?rule (\w+):$", log, re.M))
 
 
 def test_niosh_recipe_as_the_readme_says(tmp_path):
@@ -92,12 +142,14 @@ def test_niosh_recipe_as_the_readme_says(tmp_path):
 
 def test_bad_input_is_one_clean_message_also_in_the_log(tmp_path):
     data = tmp_path / "data"
-    for cls in ("Cl", "Fi"):
+    for c, cls in enumerate(("Cl", "Fi")):
         for i in range(3):
-            write_image(data / cls / f"{i}.tif", seed=i, size=(40, 40))
+            write_image(data / cls / f"{i}.tif", seed=10 * c + i, size=(40, 40))
     (data / "stray.tif").write_bytes(b"not a picture")
-    config = {"data": {"dir": str(data)}, "schemes": ["two"], "custom_schemes": {"two": {"Cl": "Cl", "Fi": "Fi"}},
-              "cv": {"folds": 2}, "weights": "random"}
+    (data / "Fi" / "3.tif").write_bytes((data / "Fi" / "0.tif").read_bytes()[:200])  # cut short
+    # a class of the scheme no image has, beside an unlabelled and an unreadable file: all in one message
+    config = {"data": {"dir": str(data)}, "schemes": ["two"],
+              "custom_schemes": {"two": {"Cl": "Cl", "Fi": "Fi", "Ma": "Ma"}}, "cv": {"folds": 2}, "weights": "random"}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     done = run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "1",
                 "--configfile", "c.yaml"], tmp_path, ok=False)
@@ -105,7 +157,10 @@ def test_bad_input_is_one_clean_message_also_in_the_log(tmp_path):
     assert done.returncode != 0 and "Traceback" not in output
     message = "stray.tif: no label; put it in a class sub-folder or give it a row in the labels CSV"
     assert output.count(message) == 1
-    assert message in (tmp_path / "results" / "logs" / "ingest.log").read_text()
+    logged = (tmp_path / "results" / "logs" / "ingest.log").read_text()
+    assert message in logged and "the input data has problems (3)" in logged
+    assert "Fi/3.tif: unreadable or truncated" in logged and "class 'Ma' of two has no image" in logged
+    assert " ERROR: " not in logged.replace(" cntem ERROR: ", "")  # tifffile's own lines about the damaged file
     assert not (tmp_path / "results" / "hypercolumns").exists()  # stopped before anything expensive
 
 

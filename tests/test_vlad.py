@@ -194,3 +194,15 @@ def test_vlad_from_stored_taps_equals_vlad_of_the_hypercolumns():
         expected = vlad(x, torch.from_numpy(dictionary.centroids_), power_norm=True)
         assert got.shape == (3, 6 * (pca_dim or 10))
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_faiss_warnings_go_to_the_log_not_only_the_terminal(caplog, capfd):
+    """K-means on fewer than 39 vectors a centroid: FAISS's C++ warning becomes a logged warning (the rule's log)."""
+    import logging
+
+    x = np.random.default_rng(0).normal(size=(100, 8)).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="cntem.dictionary"):
+        fit_kmeans(x, 8, niter=5, seed=1, max_points_per_centroid=256, use_gpu=False)
+    assert "faiss: WARNING clustering 100 points to 8 centroids: please provide at least 312 training points" \
+        in caplog.text
+    assert "WARNING clustering" not in capfd.readouterr().err

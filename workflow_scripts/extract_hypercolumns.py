@@ -8,7 +8,7 @@ from cntem.backbone import load_weights, resolve_device
 from cntem.config import make_extraction
 from cntem.hypercolumns import extract_shard, loader_workers
 from cntem.io import read_table
-from cntem.shards import check_disk, shard_bytes
+from cntem.shards import check_disk, format_bytes, shard_bytes
 
 log = rule_log(snakemake.log[0])
 # Batch size, device and weights cache change only how fast the shard is made, not what it holds:
@@ -28,6 +28,6 @@ stats = extract_shard(entries, snakemake.output.shard, weights, settings, device
                       workers=loader_workers(device, snakemake.threads))
 shard = Path(snakemake.output.shard)
 store_bytes = sum(p.stat().st_size for p in shard.parent.glob("shard-*.h5"))
-log.info("%d entries (%d views) on %s in %.1f s (%.2f images/s); %.2f MB an entry; %s now holds %.2f GB",
+log.info("%d entries (%d views) on %s in %.1f s (%.2f images/s); %s an entry; %s now holds %s",
          stats["images"], stats["views"], device, stats["seconds"], stats["images_per_s"],
-         shard.stat().st_size / len(entries) / 1e6, shard.parent, store_bytes / 1e9)
+         format_bytes(shard.stat().st_size / len(entries)), shard.parent, format_bytes(store_bytes))

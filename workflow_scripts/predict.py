@@ -1,7 +1,7 @@
 """Rule predict: classify the images of config predict.input with the trained model.
 
 Unreadable files are skipped and listed (predictions_unreadable.csv and this rule's log); the job
-fails only when no image at all could be classified.
+fails only when no image at all could be classified (then the log alone lists them).
 """
 from cntem import rule_log
 from cntem.backbone import load_weights, resolve_device
@@ -18,5 +18,6 @@ rows, unreadable = predict_images(model, list_images([snakemake.input.images]), 
                                   resolve_device(runtime["device"]), runtime["hypercolumns"]["batch_size"],
                                   progress=True, rotation_averaging=snakemake.params.rotation_averaging)
 write_predictions(rows, unreadable, model.classes, output.predictions, output.shares, output.unreadable)
-require_a_classified_image(rows, unreadable, output.unreadable)
+# A failed job's outputs are deleted by Snakemake: with nothing classified, the reasons are in this log only.
+require_a_classified_image(rows, unreadable, snakemake.log[0])
 log.info("%d images classified, %d unreadable (listed in %s)", len(rows), len(unreadable), output.unreadable)

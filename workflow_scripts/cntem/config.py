@@ -14,6 +14,10 @@ import yaml
 from .schemes import class_parents, resolve_scheme, scheme_classes
 from .features import CONV_CHANNELS, VIEW_ALIGN, VIEW_MODES
 
+# K-means' fewest training vectors per centroid (FAISS's own minimum, below which it warns that the centroids
+# are poorly estimated): dictionary.sample_size must give every K this many.
+MIN_POINTS_PER_CENTROID = 39
+
 
 def schema_problems(config: dict, schema: dict) -> list[str]:
     """Every way `config` breaks `schema`, one line each: where, what, and what is allowed."""
@@ -66,10 +70,10 @@ def consistency_problems(config: dict) -> list[str]:
     if hc["input_mode"] in VIEW_MODES and hc["max_side"] < hc["image_size"]:
         problems.append(f"hypercolumns.max_side: {hc['max_side']} is below one view ({hc['image_size']} px); raise it")
     largest_k = max([config["k"], *config["k_values"]])
-    if largest_k > dictionary["sample_size"]:
-        problems.append(f"dictionary.sample_size: {dictionary['sample_size']} vectors cannot fit K = {largest_k} "
-                        f"centroids (k / k_values); raise sample_size (FAISS wants about 40 per centroid, "
-                        f"{40 * largest_k}) or lower K")
+    if dictionary["sample_size"] < MIN_POINTS_PER_CENTROID * largest_k:
+        problems.append(f"dictionary.sample_size: {dictionary['sample_size']} vectors are too few for K = {largest_k} "
+                        f"centroids (k / k_values): K-means needs at least {MIN_POINTS_PER_CENTROID} per centroid; "
+                        f"raise sample_size to {MIN_POINTS_PER_CENTROID * largest_k} or more, or lower K")
     width = sum(CONV_CHANNELS[t] for t in hc["taps"])
     if vlad["pca_dim"] is not None and vlad["pca_dim"] > min(width, dictionary["sample_size"]):
         problems.append(f"vlad.pca_dim: {vlad['pca_dim']} exceeds the {width} hypercolumn features of the taps "

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
 
 import faiss
 import h5py
@@ -65,6 +69,25 @@ def fit_pca(x: np.ndarray, dim: int, whiten: bool) -> tuple[np.ndarray, np.ndarr
     return pca.mean_.astype(np.float32), rows
 
 
+@contextmanager
+def native_stderr_logged(logger: logging.Logger):
+    """What compiled code (FAISS's C++) writes to the process's stderr meanwhile, logged as `logger`'s warnings:
+    into the rule's log, not only the terminal."""
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            for line in sink.read().decode(errors="replace").splitlines():
+                if line.strip():
+                    logger.warning("faiss: %s", line.strip())
+
+
 def fit_kmeans(x: np.ndarray, k: int, niter: int, seed: int, max_points_per_centroid: int,
                use_gpu: bool, nredo: int = 1) -> tuple[np.ndarray, float]:
     """FAISS K-means (GPU index when `use_gpu`) -> (centroids (k, d), final objective).
@@ -76,7 +99,8 @@ def fit_kmeans(x: np.ndarray, k: int, niter: int, seed: int, max_points_per_cent
                               "raise dictionary.sample_size or add images")
     kmeans = faiss.Kmeans(x.shape[1], k, niter=niter, nredo=nredo, seed=seed, gpu=use_gpu, verbose=False,
                           max_points_per_centroid=max_points_per_centroid, spherical=False)
-    kmeans.train(np.ascontiguousarray(x, dtype=np.float32))
+    with native_stderr_logged(log):
+        kmeans.train(np.ascontiguousarray(x, dtype=np.float32))
     return kmeans.centroids.copy(), float(kmeans.obj[-1])
 
 

@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import ActionableError, __version__
+from . import ActionableError, __version__, is_disk_full
 from .backbone import Weights, build_vgg16, cpu_has_bf16
 from .features import CONV_CHANNELS, CONV_INDEX, POOL5_INDEX, VIEW_MODES, ExtractionSettings, view_grid
 from .io import read_grey
 from .maps import sample_feature_maps
-from .shards import SHARD_FORMAT
+from .shards import SHARD_FORMAT, disk_full_error
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,8 @@ def prepare_image(grey: np.ndarray, settings: ExtractionSettings, rotation: int 
         im = im.resize((size, size), Image.BILINEAR)
     else:
         raise ValueError(f"unknown input mode {mode!r} (squash, center_crop, tiles or native)")
-    return np.ascontiguousarray(np.rot90(np.asarray(im), k=(rotation // 90) % 4))
+    # a writable copy: PIL's array is read-only, and torch warns about tensors of read-only arrays
+    return np.ascontiguousarray(np.rot90(np.array(im), k=(rotation // 90) % 4))
 
 
 def stable_hash(text: str) -> int:
@@ -260,7 +261,7 @@ class EntryImages(torch.utils.data.Dataset):
         coords = np.stack([sample_coordinates(s.seed, e["id"], int(e["rotation"]), s.image_size, s.n_pixels, view)
                            for view in range(len(origins))])
         note = size_note(grey.shape[1], grey.shape[0], s.image_size)
-        return LoadedEntry(i, torch.from_numpy(img.copy()), origins, torch.from_numpy(coords), note)
+        return LoadedEntry(i, torch.from_numpy(img), origins, torch.from_numpy(coords), note)
 
 
 def views_pass(net: HypercolumnNet, views: torch.Tensor, coords: torch.Tensor, weights: Weights,
@@ -385,16 +386,32 @@ def extract_shard(entries: list[dict], out_path, weights: Weights, settings: Ext
 
     Per entry: ``ids``, ``rotations``, ``views`` (how many views it has) and its pooled features; per
     view, in entry order: the stored taps and the sampled pixels. The file is written under a temporary
-    name and renamed when complete, so an interrupted job never leaves a shard that looks whole.
-    Returns timing figures.
+    name and renamed when complete, so an interrupted job never leaves a shard that looks whole; a failed one
+    removes it, and a full disk raises DiskSpaceError. Returns timing figures.
     """
-    from tqdm import tqdm
-
     out_path = Path(out_path)
     tmp = out_path.with_name(out_path.name + ".part")
     net = HypercolumnNet(weights, settings.taps, device)
-    n, p = len(entries), settings.n_pixels
     start, cursor = time.perf_counter(), ShardCursor()
+    try:
+        _write_shard(tmp, entries, net, weights, settings, device, workers, cursor, progress)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full_error(out_path, exc) from exc
+        raise
+    os.replace(tmp, out_path)
+    elapsed = time.perf_counter() - start
+    n = len(entries)
+    return {"images": n, "views": cursor.views, "seconds": elapsed, "images_per_s": n / max(elapsed, 1e-9)}
+
+
+def _write_shard(tmp: Path, entries: list[dict], net: HypercolumnNet, weights: Weights, settings: ExtractionSettings,
+                 device: torch.device, workers: int, cursor: "ShardCursor", progress: bool) -> None:
+    """extract_shard's HDF5 file, at `tmp`."""
+    from tqdm import tqdm
+
+    n, p = len(entries), settings.n_pixels
     with h5py.File(tmp, "w") as h5:
         view_ds = []
         for tap in settings.taps:
@@ -415,7 +432,7 @@ def extract_shard(entries: list[dict], out_path, weights: Weights, settings: Ext
                          "density": settings.density, "image_size": settings.image_size,
                          "input_mode": settings.input_mode, "max_side": settings.max_side, "seed": settings.seed,
                          "n_features": settings.n_features, "cntem_version": __version__})
-        bar = tqdm(total=n, desc=f"hypercolumns {out_path.name}", unit="img", disable=not progress)
+        bar = tqdm(total=n, desc=f"hypercolumns {tmp.name.removesuffix('.part')}", unit="img", disable=not progress)
         # One writer thread: HDF5 writes of batch i overlap the network on batch i + 1. Waiting for
         # write i - 1 before submitting write i also keeps iter_hypercolumns' pinned buffers safe.
         with ThreadPoolExecutor(max_workers=1) as writer:
@@ -428,9 +445,6 @@ def extract_shard(entries: list[dict], out_path, weights: Weights, settings: Ext
             if pending is not None:
                 pending.result()
         bar.close()
-    os.replace(tmp, out_path)
-    elapsed = time.perf_counter() - start
-    return {"images": n, "views": cursor.views, "seconds": elapsed, "images_per_s": n / max(elapsed, 1e-9)}
 
 
 def layer_activations(path, net: HypercolumnNet, weights: Weights, settings: ExtractionSettings):

@@ -200,21 +200,31 @@ def _label_from_layout(rel: Path, layout: str) -> str | None:
 def read_labels_csv(path: str | os.PathLike) -> tuple[dict, dict, list[str]]:
     """Labels CSV (``path,label[,group]``; header optional) -> ({rel: label}, {rel: group}, problems).
 
-    Paths are relative to the data folder; a bare file name is accepted when it is unique.
+    Paths are relative to the data folder; a bare file name is accepted when it is unique. A byte-order
+    mark (spreadsheet programs' "CSV UTF-8") is dropped. Two rows giving one path different labels or
+    groups are a problem naming both rows; a repeated identical row is not.
     """
-    labels, groups, problems = {}, {}, []
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.reader(fh) if r and not r[0].startswith("#")]
-    if rows and rows[0][0].strip().lower() == "path":
+    labels, groups, problems, first_row = {}, {}, [], {}
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        rows = [(n, r) for n, r in enumerate(csv.reader(fh), start=1) if r and not r[0].startswith("#")]
+    if rows and rows[0][1][0].strip().lower() == "path":
         rows = rows[1:]
-    for lineno, row in enumerate(rows, start=1):
+    for lineno, row in rows:
         if len(row) < 2 or not row[1].strip():
-            problems.append(f"{path}: row {lineno} {row!r} needs 'path,label[,group]'")
+            problems.append(f"{path}: line {lineno} {row!r} needs 'path,label[,group]'")
             continue
         rel = Path(row[0].strip()).as_posix()
-        labels[rel] = canonical_label(row[1])
-        if len(row) > 2 and row[2].strip():
-            groups[rel] = row[2].strip()
+        label, group = canonical_label(row[1]), row[2].strip() if len(row) > 2 else ""
+        if rel in first_row:
+            earlier_line, earlier = first_row[rel]
+            if (label, group) != (labels[rel], groups.get(rel, "")):
+                problems.append(f"{path}: lines {earlier_line} {earlier!r} and {lineno} {row!r} give {rel} "
+                                "different labels or groups; keep one of them")
+            continue
+        first_row[rel] = (lineno, row)
+        labels[rel] = label
+        if group:
+            groups[rel] = group
     return labels, groups, problems
 
 
@@ -239,11 +249,18 @@ def discover(data_dir: str | os.PathLike, layout: str, labels_csv: str | None = 
     ``source_label`` and ``group``. ``ignored`` maps each kind of file left out on purpose
     (IGNORED_LABELS_CSV, IGNORED_SIDECAR, IGNORED_NOT_IN_CSV) to the relative paths of those files.
     Raises InputError for an empty folder, files in formats that cannot be read, unlabelled images
-    and labels-CSV rows that name no file.
+    and labels-CSV rows that name no file or conflict.
     """
-    data_dir = Path(data_dir)
+    rows, ignored, problems = _discover(Path(data_dir), layout, labels_csv)
+    if problems:
+        raise InputError(problems)
+    return rows, ignored
+
+
+def _discover(data_dir: Path, layout: str, labels_csv: str | None) -> tuple[list[dict], dict, list[str]]:
+    """discover's (rows, ignored, problems): the rows of every file that has no problem."""
     if not data_dir.is_dir():
-        raise InputError([f"{data_dir}: no such folder; set data.dir in the config to your image folder"])
+        return [], {}, [f"{data_dir}: no such folder; set data.dir in the config to your image folder"]
     files = sorted(p for p in data_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
     csv_labels, csv_groups, problems = ({}, {}, [])
     if labels_csv:
@@ -258,14 +275,18 @@ def discover(data_dir: str | os.PathLike, layout: str, labels_csv: str | None = 
         hits = by_name.get(Path(rel_in_csv).name, [])
         return hits[0] if len(hits) == 1 else None
 
-    labels_by_rel, groups_by_rel = {}, {}
+    labels_by_rel, groups_by_rel, named_by = {}, {}, {}
     for rel_in_csv, label in csv_labels.items():
         rel = resolve(rel_in_csv)
         if rel is None:
             problems.append(f"{labels_csv}: '{rel_in_csv}' is not a file under {data_dir}; fix the path "
                             "(relative to data.dir) or remove the row")
             continue
-        labels_by_rel[rel] = label
+        if labels_by_rel.get(rel, label) != label:  # a bare name and a path naming one file
+            problems.append(f"{labels_csv}: rows '{named_by[rel]}' and '{rel_in_csv}' name {rel} with different "
+                            f"labels ({labels_by_rel[rel]}, {label}); keep one of them")
+            continue
+        labels_by_rel[rel], named_by[rel] = label, rel_in_csv
         if rel_in_csv in csv_groups:
             groups_by_rel[rel] = csv_groups[rel_in_csv]
 
@@ -298,26 +319,27 @@ def discover(data_dir: str | os.PathLike, layout: str, labels_csv: str | None = 
             continue
         rows.append({"id": rel_s, "path": str(f.resolve()), "source_label": label,
                      "group": groups_by_rel.get(rel_s, rel_s)})
-    if problems:
-        raise InputError(problems)
-    if not rows:
-        raise InputError([f"{data_dir}: no labelled images found (layout '{layout}'); check data.dir, "
-                          "data.layout and data.labels_csv"])
-    return rows, dict(ignored)
+    if not rows and not problems:
+        problems.append(f"{data_dir}: no labelled images found (layout '{layout}'); check data.dir, "
+                        "data.layout and data.labels_csv")
+    return rows, dict(ignored), problems
 
 
 def ingest(data_dir, layout: str, labels_csv: str | None = None, on_bad_image: str = "error",
-           progress: bool = False) -> tuple[list[dict], list[str], dict[str, list[str]]]:
+           progress: bool = False, schemes: dict[str, dict] | None = None, n_folds: int = 2,
+           ) -> tuple[list[dict], list[str], dict[str, list[str]]]:
     """Discover, decode and hash every image; returns (image table rows, skipped-file messages,
     ignored files by kind as :func:`discover` returns them).
 
     Byte-identical files under one label are put in one group (so they never straddle folds);
-    byte-identical files under two labels are an error.
+    byte-identical files under two labels are an error. With `schemes` ({name: mapping}) the images are
+    also checked against each scheme as :func:`label_for_scheme` does with `n_folds`. Every problem of
+    every kind (labels CSV, files, pixels, duplicates, schemes) is raised in one InputError.
     """
     from tqdm import tqdm
 
-    rows, ignored = discover(data_dir, layout, labels_csv)
-    problems, skipped, good = [], [], []
+    rows, ignored, problems = _discover(Path(data_dir), layout, labels_csv)
+    skipped, good = [], []
     for row in tqdm(rows, desc="reading images", unit="img", disable=not progress):
         path = Path(row["path"])
         try:
@@ -328,15 +350,21 @@ def ingest(data_dir, layout: str, labels_csv: str | None = None, on_bad_image: s
             continue
         row.update(width=width, height=height, bit_depth=depth, sha256=sha256_of(path))
         good.append(row)
+    problems += _group_duplicates(good)
+    if rows and not good:
+        problems.append(f"{data_dir}: every image was unreadable")
+    for name, mapping in (schemes or {}).items() if good else ():
+        try:
+            label_for_scheme(good, mapping, n_folds, scheme_name=name)
+        except InputError as exc:
+            problems += exc.problems
     if problems:
         raise InputError(problems)
-    _group_duplicates(good)
-    if not good:
-        raise InputError([f"{data_dir}: every image was unreadable"])
     return good, skipped, ignored
 
 
-def _group_duplicates(rows: list[dict]) -> None:
+def _group_duplicates(rows: list[dict]) -> list[str]:
+    """Put byte-identical files of one label in one group; returns the problems (identical files, two labels)."""
     by_hash = defaultdict(list)
     for row in rows:
         by_hash[row["sha256"]].append(row)
@@ -356,8 +384,7 @@ def _group_duplicates(rows: list[dict]) -> None:
         for r in rows:
             if r["group"] in old:
                 r["group"] = merged
-    if problems:
-        raise InputError(problems)
+    return problems
 
 
 def label_for_scheme(images: list[dict], mapping: dict[str, str | None], n_folds: int,

@@ -27,6 +27,9 @@ from .vlad import VladEncoder
 log = logging.getLogger(__name__)
 
 FORMAT = "cntem-model-4"  # 4: the input mode; 3: XGBoost as a Booster cut at its best round, screened columns inside
+# The command that trains a model, as messages advise it (<scheme>, <your config>: the user's). The target comes
+# first: --configfile takes every name after it.
+TRAIN_MODEL_COMMAND = "snakemake --cores all results/model/<scheme>/model.json --configfile <your config>"
 # The image representations a model can use, by the name model.json records (encoder.representation).
 ENCODERS = {encoder.name: encoder for encoder in (VladEncoder, PooledHypercolumnEncoder)}
 
@@ -88,8 +91,8 @@ class Model:
                             f"(max_side {self.extraction_.max_side})")
         if problems:
             raise ModelMismatchError("the model was trained on other features: " + "; ".join(problems)
-                                     + ". Use the model's weights, taps and input mode, or train a new model "
-                                     "(target 'model').")
+                                     + ". Use the model's weights, taps and input mode, or train a model with "
+                                     f"yours in the config: {TRAIN_MODEL_COMMAND}")
 
     def with_training_input(self, weights: Weights) -> Weights:
         """The model's weights with the input convention the model was trained with.
@@ -159,12 +162,12 @@ class Model:
         path = Path(model_dir)
         meta_path = path / "model.json" if path.is_dir() else path
         if not meta_path.is_file():
-            raise ActionableError(f"{meta_path}: no model here; give the folder a 'model' target wrote "
-                                  "(results/model/<scheme>) or its model.json")
+            raise ActionableError(f"{meta_path}: no model here; give the folder the workflow wrote a model to "
+                                  f"(results/model/<scheme>, by {TRAIN_MODEL_COMMAND}) or its model.json")
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != FORMAT:
             raise ActionableError(f"{meta_path}: a model of format {meta.get('format')!r}, not {FORMAT!r}; "
-                                  "train it again with this version (target 'model')")
+                                  f"train it again with this version: {TRAIN_MODEL_COMMAND}")
         folder = meta_path.parent
         encoder = ENCODERS[meta["encoder"]["representation"]].load(folder, meta["encoder"])
         model = cls(encoder, Classifier.load(folder / meta["classifier"]["file"], meta["classifier"]))

@@ -1,6 +1,7 @@
 """The paper's figures (matplotlib): each function writes a PNG and a PDF beside it."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import matplotlib
@@ -44,6 +45,20 @@ def _save(fig, path) -> None:
     plt.close(fig)
 
 
+@functools.lru_cache(maxsize=1)
+def _font_characters() -> frozenset[int]:
+    """The code points the figures' font has glyphs for."""
+    from matplotlib import font_manager, ft2font
+
+    return frozenset(ft2font.FT2Font(font_manager.findfont(font_manager.FontProperties())).get_charmap())
+
+
+def drawable(text: str) -> str:
+    """`text` with each character the figures' font cannot draw as '?': a file name in another script is shown
+    that way, instead of a "Glyph missing" warning per character in the rule's output."""
+    return "".join(c if c.isspace() or ord(c) in _font_characters() else "?" for c in text)
+
+
 def _accuracy_error_bars(means, stds) -> list[np.ndarray]:
     """-std and +std bars, clipped to [0, 1]: accuracy lies there, mean +- std may not."""
     means, stds = np.asarray(means, dtype=float), np.asarray(stds, dtype=float)
@@ -71,7 +86,8 @@ def contact_sheet(images: list[dict], path, per_class: int = 4, seed: int = 0) -
             if c < len(examples[cls]):
                 row = examples[cls][c]
                 ax.imshow(read_grey(row["path"]), cmap="gray")
-                ax.set_title(f"{row['id']}\n{row['width']}x{row['height']}, {row['bit_depth']}-bit", fontsize=6)
+                ax.set_title(f"{drawable(row['id'])}\n{row['width']}x{row['height']}, {row['bit_depth']}-bit",
+                             fontsize=6)
         axes[r, 0].text(-0.08, 0.5, CLASS_NAMES.get(cls, cls), transform=axes[r, 0].transAxes, rotation=90,
                         va="center", ha="right", fontsize=9)
     fig.suptitle("Example micrographs per class", fontsize=11)
@@ -220,7 +236,8 @@ def misclassified_gallery(predictions: list[dict], images: dict, path, n: int) -
         ax.axis("off")
     for ax, r in zip(axes.flat, wrong):
         ax.imshow(read_grey(images[r["id"]]), cmap="gray")
-        ax.set_title(f"{r['id']}\ntrue {r['true']} → {r['predicted']} ({100 * float(r['confidence']):.0f}%)", fontsize=7)
+        ax.set_title(f"{drawable(r['id'])}\ntrue {r['true']} → {r['predicted']} "
+                     f"({100 * float(r['confidence']):.0f}%)", fontsize=7)
     if not wrong:
         axes[0, 0].text(0.5, 0.5, "no misclassified validation image", ha="center", va="center")
     fig.suptitle("Most confidently misclassified validation images", fontsize=11)

@@ -25,6 +25,10 @@ class NothingClassifiedError(ActionableError):
     """Every input file was unreadable: there is no prediction at all."""
 
 
+class NoImagesError(ActionableError, FileNotFoundError):
+    """The inputs name no image file: nothing to classify."""
+
+
 def list_images(inputs) -> list[Path]:
     """Image files named directly or found (recursively) in folders, sorted."""
     files = []
@@ -34,9 +38,10 @@ def list_images(inputs) -> list[Path]:
         elif item.is_file():
             files.append(item)
         else:
-            raise FileNotFoundError(f"{item}: no such image or folder")
+            raise NoImagesError(f"{item}: no such image or folder; name existing image files or folders")
     if not files:
-        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {list(map(str, inputs))}")
+        raise NoImagesError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, inputs))}; "
+                            "put the images to classify there, or name other files or folders")
     return files
 
 

@@ -80,15 +80,34 @@ def shard_bytes(n_entries: int, n_views: int, settings) -> int:
     return n_views * (settings.stored_values() * 2 + settings.n_pixels * 4) + n_entries * 2 * settings.n_features * 4
 
 
+def format_bytes(n: float) -> str:
+    """A size in the largest of B, kB, MB, GB, TB that keeps it at 1 or more, to 3 significant digits."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} TB"
+
+
 def check_disk(out_dir, needed: int) -> None:
     """Print what the shards need and stop, before any extraction, if the volume lacks room."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(out_dir).free
-    log.info("hypercolumns need %.2f GB on disk (%.1f GB free in %s)", needed / 1e9, free / 1e9, out_dir)
+    log.info("hypercolumns need %s on disk (%s free in %s)", format_bytes(needed), format_bytes(free), out_dir)
     if needed * 1.05 > free:
-        raise DiskSpaceError(f"not enough disk for the hypercolumn shards in {out_dir}: need {needed / 1e9:.1f} GB, "
-                      f"{free / 1e9:.1f} GB free. Free space, lower hypercolumns.density or image_size, "
-                      "or run from a larger volume")
+        raise DiskSpaceError(f"not enough disk for the hypercolumn shards in {out_dir}: need {format_bytes(needed)}, "
+                             f"{format_bytes(free)} free. Free {format_bytes(needed * 1.05 - free)} or more, lower "
+                             "hypercolumns.density or image_size, or run from a larger volume")
+
+
+def disk_full_error(path, exc: OSError) -> DiskSpaceError:
+    """The message for a write to `path` that filled its file system: where, how much is free, what to do."""
+    folder = Path(path).resolve().parent
+    mount = next(p for p in (folder, *folder.parents) if p.is_mount())
+    return DiskSpaceError(f"{path}: the disk filled up while writing it ({exc.strerror or exc}); the partial file was "
+                          f"removed. The file system of {mount} has {format_bytes(shutil.disk_usage(folder).free)} "
+                          "free now: free space there (results/logs/hypercolumns/<input mode>/manifest.log says what "
+                          "the shards need), then run the same command again; finished shards are kept")
 
 
 # Version 4 stores views (an entry has one or more: input modes tiles and native) and the input mode;
