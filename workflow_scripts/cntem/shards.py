@@ -56,11 +56,16 @@ class StoreContents:
 
     @classmethod
     def read(cls, out_dir) -> "StoreContents":
-        """The contents of the shard-NNN.h5 files in `out_dir` (a shard being written is a .part file, left out)."""
+        """The contents of the shard-NNN.h5 files in `out_dir` (a shard being written is a .part file, left out).
+
+        Shards of an older format are left out too: their entries are planned afresh, and the store refuses
+        such files with the fix (StaleShardError)."""
         contents = cls()
         for path in sorted(Path(out_dir).glob("shard-*.h5"), key=shard_number):
             number = shard_number(path)
             with h5py.File(path, "r") as h5:
+                if h5.attrs.get("format") != SHARD_FORMAT:
+                    continue
                 keys = list(zip(h5["ids"].asstr()[()], h5["rotations"][()].tolist()))
             contents.shard_of.update({(str(i), int(r)): number for i, r in keys})
             stat = path.stat()
