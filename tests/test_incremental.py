@@ -124,3 +124,14 @@ def test_a_store_built_in_additions_equals_one_built_at_once(tmp_path, weights):
         assert vlad[0].tobytes() == vlad[1].tobytes() and np.abs(vlad[0]).sum() > 0
     with h5py.File(paths[grown][-1]) as last:
         assert list(last["ids"].asstr()[()]) == ["Fi/Fi008.tif"] * 4  # the one image and its rotated copies
+
+
+def test_the_planner_reads_complete_shards_of_this_format_only(tmp_path, weights):
+    images = micrographs(tmp_path / "data", {"Cl": range(3)})
+    rows = shard_manifest(images, [plan(images)], 1, SMALL)
+    contents = extract_new_shards(rows, tmp_path, weights)
+    (tmp_path / "shard-001.h5.part").write_bytes(b"cut off")  # a shard being written
+    with h5py.File(tmp_path / "shard-002.h5", "w") as old:  # the first format: no attribute, no ids
+        old.create_dataset("hcol", data=np.zeros((1, 4, 8), np.float16))
+    assert StoreContents.read(tmp_path) == contents and contents.held == {0: 3}
+    assert shard_manifest(images, [plan(images)], 1, SMALL, contents) == rows
