@@ -113,7 +113,8 @@ def data_fingerprint():
 
 # ------------------------------------------------------------------- hypercolumn shards
 def manifest_shards(mode):
-    """Each shard's manifest rows in input mode `mode`, once its manifest checkpoint has run."""
+    """The shard numbers of input mode `mode` (those holding entries its manifest uses), once its manifest
+    checkpoint has run."""
     path = checkpoints.hypercolumn_manifest.get(input_mode=mode).output.manifest
     return _shards_of(path, Path(path).stat().st_mtime_ns)
 
@@ -121,26 +122,13 @@ def manifest_shards(mode):
 @functools.lru_cache(maxsize=2)
 def _shards_of(path, mtime_ns):
     # The scheduler asks for every job's inputs: read the (up to ~10,000-row) manifest once per version.
-    shards = {}
     with open(path) as fh:
-        for r in csv.DictReader(fh, delimiter="\t"):
-            shards.setdefault(int(r["shard"]), []).append(r)
-    return shards
-
-
-def shard_members(wildcards):
-    """Entries of one shard as a sorted string: a params value, so a changed shard reruns."""
-    rows = manifest_shards(wildcards.input_mode)[int(wildcards.shard)]
-    return ";".join(sorted(f"{r['id']}@{r['rotation']}" for r in rows))
-
-
-def shard_images(wildcards):
-    return sorted({r["path"] for r in manifest_shards(wildcards.input_mode)[int(wildcards.shard)]})
+        return sorted({int(r["shard"]) for r in csv.DictReader(fh, delimiter="\t")})
 
 
 def mode_shards(mode):
-    """Every shard of input mode `mode`."""
-    return [f"results/hypercolumns/{mode}/shard-{s:03d}.h5" for s in sorted(manifest_shards(mode))]
+    """Every shard of input mode `mode` that holds entries the manifest uses, in shard order."""
+    return [f"results/hypercolumns/{mode}/shard-{s:03d}.h5" for s in manifest_shards(mode)]
 
 
 def representation_shards(wildcards):

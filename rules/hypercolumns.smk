@@ -29,13 +29,13 @@ rule hypercolumns:
 
 rule extract_hypercolumns:
     input:
-        # The shard's own images only: adding images elsewhere leaves this job up to date.
-        images=shard_images,
+        # The shard's entries are the manifest's rows of this shard, fixed once it is extracted (shards are
+        # append-only): a rewritten manifest or removed images leave it up to date, hence ancient() and no image
+        # inputs. A replaced image goes to a new shard (shards.shard_manifest).
+        manifest=ancient("results/hypercolumns/{input_mode}/manifest.tsv"),
     output:
         shard="results/hypercolumns/{input_mode}/shard-{shard}.h5",
     params:
-        members=shard_members,
-        manifest="results/hypercolumns/{input_mode}/manifest.tsv",
         extraction=lambda wildcards: extraction(wildcards.input_mode),
         weights=config["weights"],
     threads: CORES

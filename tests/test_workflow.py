@@ -10,7 +10,6 @@ import pytest
 import torch
 import yaml
 
-from cntem.shards import assign_shard
 from cntem.model import Model, ModelMismatchError
 from cntem.backbone import load_weights
 from cntem.dictionary import VisualDictionary
@@ -204,29 +203,49 @@ def test_metrics_are_identical_run_to_run(tiny_run):
     assert accuracy_rows(tiny_run / "results" / "metrics.tsv") == first
 
 
-def test_adding_images_reruns_only_their_shards(tmp_path):
-    data = tmp_path / "data"
-    for c, cls in enumerate(["Cl", "Fi", "Ma"]):
-        for i in range(14 if cls != "Fi" else 12):
-            write_image(data / cls / f"{cls}{i:02d}.tif", seed=100 * c + i, size=(40, 40))
+def entries_extracted(workdir, shards) -> int:
+    """Entries the extraction jobs of `shards` computed, from their logs."""
+    logs = workdir / "results" / "logs" / "hypercolumns" / "squash"
+    return sum(int(re.search(r"(\d+) entries \(\d+ views\) on", (logs / f"shard-{s}.log").read_text())[1])
+               for s in shards)
+
+
+def test_adding_and_removing_images_extracts_only_the_new_entries(tmp_path):
+    """The issue's case: 3 balanced classes of 6 and the default balance strategies [none, rotate]. Adding 3 images
+    makes the other classes rotated (their rotations are new entries): only new entries are computed, in new shards,
+    and no extracted shard is redone. Removing them again balances the classes: nothing runs, the rotations are kept."""
+    data, store = tmp_path / "data", tmp_path / "results" / "hypercolumns" / "squash"
     config = {"data": {"dir": str(data), "layout": "folders"}, "schemes": ["cnt3"],
-              "custom_schemes": {"cnt3": {"Cl": "Cl", "Fi": "Fi", "Ma": "Ma"}},
-              "cv": {"folds": 2}, "balance": {"strategies": ["none"]}, "weights": "random",
-              "hypercolumns": {"image_size": 32, "batch_size": 8, "shards": 16}}
-    first = snakemake(tmp_path, config, "hypercolumns")
-    shards = {w for w in jobs_of(first, "extract_hypercolumns")}
-    assert len(shards) > 8
-    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "hypercolumns" / "squash").glob("shard-*.h5")}
-    new = [f"Fi/Fi{i}.tif" for i in range(12, 17)]
-    for i, rel in enumerate(new):
-        write_image(data / rel, seed=900 + i, size=(40, 40))
+              "custom_schemes": {"cnt3": {"Cl": "Cl", "Fi": "Fi", "Ma": "Ma"}}, "cv": {"folds": 2},
+              "weights": "random", "hypercolumns": {"image_size": 32, "batch_size": 8, "shards": 2}}
+
+    def rerun():
+        """(shards extracted, entries they computed, entries of the manifest); checks that no shard was redone."""
+        shards = {p.name: p.stat().st_mtime_ns for p in store.glob("shard-*.h5")}
+        log = snakemake(tmp_path, config, "hypercolumns")
+        ran = {w.rpartition("shard=")[2] for w in jobs_of(log, "extract_hypercolumns")}
+        assert not ran & {name[6:9] for name in shards}
+        assert all(store.joinpath(name).stat().st_mtime_ns == mtime for name, mtime in shards.items())
+        return ran, entries_extracted(tmp_path, ran), len(list(csv.DictReader(open(store / "manifest.tsv"),
+                                                                                delimiter="\t")))
+
+    for c, cls in enumerate(["Cl", "Fi", "Ma"]):
+        for i in range(6):
+            write_image(data / cls / f"{cls}{i:02d}.tif", seed=100 * c + i, size=(40, 40))
     listing = sorted(p.relative_to(data).as_posix() for p in data.rglob("*"))
-    second = snakemake(tmp_path, config, "hypercolumns")
-    ran = {w.rpartition("shard=")[2] for w in jobs_of(second, "extract_hypercolumns")}
-    assert ran == {f"{assign_shard(rel, 16):03d}" for rel in new}
-    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "hypercolumns" / "squash").glob("shard-*.h5")}
-    for name, mtime in before.items():
-        assert (after[name] != mtime) == (name[6:9] in ran), name
+    ran, computed, entries = rerun()
+    assert len(ran) == 2 and computed == entries == 18  # balanced: nothing rotated
+    added = [data / "Fi" / f"Fi{i:02d}.tif" for i in range(6, 9)]
+    for i, path in enumerate(added):
+        write_image(path, seed=900 + i, size=(40, 40))
+    ran, computed, flipped = rerun()
+    assert len(ran) == 2 and computed == flipped - 18 and flipped >= 3 + 4 * 12  # Cl and Ma rotated now
+    for path in added:
+        path.unlink()
+    ran, computed, entries = rerun()
+    assert not ran and entries == 18
+    assert f"{flipped - 18} extracted entries are not used" in (
+        tmp_path / "results" / "logs" / "hypercolumns" / "squash" / "manifest.log").read_text()
     assert sorted(p.relative_to(data).as_posix() for p in data.rglob("*")) == listing  # input folder untouched
 
 

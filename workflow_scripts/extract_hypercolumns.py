@@ -14,8 +14,7 @@ log = rule_log(snakemake.log[0])
 # Batch size, device and weights cache change only how fast the shard is made, not what it holds:
 # they come from the config, not from the rule's params (whose change would re-extract the shard).
 runtime = snakemake.config
-manifest = {(r["id"], r["rotation"]): r for r in read_table(snakemake.params.manifest)}
-entries = [manifest[tuple(m.rsplit("@", 1))] for m in snakemake.params.members.split(";")]
+entries = [r for r in read_table(snakemake.input.manifest) if int(r["shard"]) == int(snakemake.wildcards.shard)]
 settings = make_extraction(snakemake.params.extraction, runtime["hypercolumns"]["batch_size"])
 device = resolve_device(runtime["device"])
 torch.set_num_threads(snakemake.threads)

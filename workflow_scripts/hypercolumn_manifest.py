@@ -1,21 +1,31 @@
-"""Rule hypercolumn_manifest: which (image, rotation) entries to extract, and their shards."""
+"""Rule hypercolumn_manifest: which (image, rotation) entries to extract, and their shards (append-only: the
+shards already extracted keep their entries)."""
 from pathlib import Path
 
 from cntem import rule_log
 from cntem.config import make_extraction
 from cntem.io import read_table, write_table
-from cntem.shards import MANIFEST_COLUMNS, check_disk, shard_bytes, shard_manifest
+from cntem.shards import MANIFEST_COLUMNS, StoreContents, check_disk, shard_bytes, shard_manifest
 
 log = rule_log(snakemake.log[0])
 settings = make_extraction(snakemake.params.extraction)
 plans = [read_table(p) for p in snakemake.input.plans]
-rows = shard_manifest(read_table(snakemake.input.table), plans, snakemake.params.shards, settings)
-write_table(snakemake.output.manifest, rows, MANIFEST_COLUMNS)
 out_dir = Path(snakemake.output.manifest).parent
-existing = sum(p.stat().st_size for p in out_dir.glob("shard-*.h5"))
+extracted = StoreContents.read(out_dir)
+rows = shard_manifest(read_table(snakemake.input.table), plans, snakemake.params.shards, settings, extracted)
+write_table(snakemake.output.manifest, rows, MANIFEST_COLUMNS)
+new = [r for r in rows if r["shard"] not in extracted.held]
 n_views = sum(r["views"] for r in rows)
-needed = shard_bytes(len(rows), n_views, settings)
-check_disk(out_dir, max(needed - existing, 0))
-log.info("%d entries (%d views of %d px, input mode %s) from %d images in %d shards (hypercolumns.shards: %s), "
-         "%.2f MB an entry", len(rows), n_views, settings.image_size, settings.input_mode, len({r["id"] for r in rows}),
-         len({r["shard"] for r in rows}), snakemake.params.shards, needed / max(len(rows), 1) / 1e6)
+check_disk(out_dir, shard_bytes(len(new), sum(r["views"] for r in new), settings))
+log.info("%d entries (%d views of %d px, input mode %s) from %d images in %d shards (hypercolumns.shards: %s); "
+         "%d of them already extracted, %d to extract in %d new shards", len(rows), n_views, settings.image_size,
+         settings.input_mode, len({r["id"] for r in rows}), len({r["shard"] for r in rows}),
+         snakemake.params.shards, len(rows) - len(new), len(new), len({r["shard"] for r in new}))
+unused = extracted.unused(rows)
+if unused:
+    paths = [str(out_dir / f"shard-{s:03d}.h5") for s in sorted(unused)]
+    wasted = sum(extracted.bytes[s] * n / extracted.held[s] for s, n in unused.items())
+    log.info("%d extracted entries are not used (removed images, rotations no plan needs now, replaced images' "
+             "old content): about %.2f GB in %d shards. They cost no time; to reclaim the space, delete those "
+             "shards and rerun, which extracts their used entries again: rm %s", sum(unused.values()),
+             wasted / 1e9, len(paths), " ".join(paths))

@@ -4,11 +4,12 @@ Kept free of torch so that the many small learning jobs start fast.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import shutil
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -23,39 +24,78 @@ class DiskSpaceError(ActionableError, OSError):
     """The volume cannot hold the shards; raised before any extraction."""
 
 
-def assign_shard(image_id: str, n_shards: int) -> int:
-    """Shard of an image: a stable hash of its id, so adding images never moves existing ones.
-
-    SHA-256 rather than CRC32: CRC is linear, so ids that differ in one digit crowd into few shards.
-    """
-    return int.from_bytes(hashlib.sha256(image_id.encode()).digest()[:8], "little") % n_shards
-
-
 # Views (network inputs) an automatic shard holds at most: ~40 s of network on 2 CPU cores, against a few
 # seconds of job start-up (Python, torch, the weights). A squashed entry is one view.
 VIEWS_PER_SHARD = 512
 
 
-def shard_count(setting: int | str, n_views: int) -> int:
-    """The number of shards: `setting` itself, or for "auto" the smallest power of two giving shards of
-    about VIEWS_PER_SHARD views or fewer. Powers of two change rarely as images are added (each
-    change re-extracts every shard); a fixed number never moves an image."""
+def new_shard_count(setting: int | str, n_views: int) -> int:
+    """How many shards the entries not extracted yet go to: `setting` itself, or for "auto" one per
+    VIEWS_PER_SHARD views of those entries."""
     if setting != "auto":
         return int(setting)
-    return 1 << max(0, math.ceil(math.log2(max(n_views, 1) / VIEWS_PER_SHARD)))
+    return max(1, math.ceil(n_views / VIEWS_PER_SHARD))
 
 
-def shard_manifest(images: list[dict], plans: list[list[dict]], shards: int | str, settings) -> list[dict]:
-    """The (image, rotation) entries to extract, each with its path, shard and number of views.
+def shard_number(path) -> int:
+    """The number of a shard file shard-NNN.h5."""
+    return int(Path(path).name.removeprefix("shard-").removesuffix(".h5"))
+
+
+@dataclass
+class StoreContents:
+    """What the complete shards of a store hold: `shard_of` every (id, rotation) entry (an entry in several
+    shards, because its image was replaced after extraction, maps to the last, which holds its new content and
+    which HypercolumnStore reads), each shard's file modification time in ns (`mtime_ns`), its entries
+    (`held`) and its size in bytes."""
+
+    shard_of: dict[tuple[str, int], int] = field(default_factory=dict)
+    mtime_ns: dict[int, int] = field(default_factory=dict)
+    held: dict[int, int] = field(default_factory=dict)
+    bytes: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, out_dir) -> "StoreContents":
+        """The contents of the shard-NNN.h5 files in `out_dir` (a shard being written is a .part file, left out).
+
+        Shards of an older format are left out too: their entries are planned afresh, and the store refuses
+        such files with the fix (StaleShardError)."""
+        contents = cls()
+        for path in sorted(Path(out_dir).glob("shard-*.h5"), key=shard_number):
+            number = shard_number(path)
+            with h5py.File(path, "r") as h5:
+                if h5.attrs.get("format") != SHARD_FORMAT:
+                    continue
+                keys = list(zip(h5["ids"].asstr()[()], h5["rotations"][()].tolist()))
+            contents.shard_of.update({(str(i), int(r)): number for i, r in keys})
+            stat = path.stat()
+            contents.mtime_ns[number], contents.held[number], contents.bytes[number] = \
+                stat.st_mtime_ns, len(keys), stat.st_size
+        return contents
+
+    def unused(self, rows: list[dict]) -> dict[int, int]:
+        """Per shard, how many of its entries the manifest `rows` do not read from it: entries of removed
+        images, rotated copies no plan needs now, copies superseded by a replaced image's new content."""
+        used = Counter(int(r["shard"]) for r in rows)
+        return {s: n - used[s] for s, n in self.held.items() if n > used[s]}
+
+
+def shard_manifest(images: list[dict], plans: list[list[dict]], shards: int | str, settings,
+                   extracted: StoreContents | None = None) -> list[dict]:
+    """The (image, rotation) entries the plans need, each with its path, shard and number of views.
 
     A class that any plan augments gets all three rotations of every image extracted, so the
-    manifest (and every shard's content) depends on class membership, not on fold assignment:
-    adding images re-extracts only the shards those images fall into. `shards` is a count or "auto"
-    (shard_count) of about VIEWS_PER_SHARD views each; `settings` (ExtractionSettings) says how many
-    views an image of its width and height has.
+    manifest depends on class membership, not on fold assignment. Shards are append-only: an entry
+    the store already holds (`extracted`) stays in its shard unless its image file is newer than that
+    shard (replaced since); the others (added images, rotated copies a plan needs for the first time,
+    replaced images) go to new shards, numbered after every existing one: `shards` of them, or for
+    "auto" about VIEWS_PER_SHARD views each (new_shard_count). So no shard's entries ever change, and
+    adding images extracts only their entries, however much the store grows. `settings`
+    (ExtractionSettings) says how many views an image of its width and height has.
     """
     from .folds import ROTATIONS
 
+    extracted = extracted or StoreContents()
     path_of = {r["id"]: r["path"] for r in images}
     views_of = {r["id"]: len(settings.view_origins(int(r["width"]), int(r["height"]))) for r in images}
     rotations = {}
@@ -65,9 +105,23 @@ def shard_manifest(images: list[dict], plans: list[list[dict]], shards: int | st
             entry_rotations = rotations.setdefault(r["id"], {0})
             if r["class"] in augmented:
                 entry_rotations.update(ROTATIONS)
-    n_shards = shard_count(shards, sum(len(r) * views_of[i] for i, r in rotations.items()))
-    return [{"id": i, "rotation": rot, "path": path_of[i], "shard": assign_shard(i, n_shards), "views": views_of[i]}
-            for i in sorted(rotations) for rot in sorted(rotations[i])]
+    shard_of, new = {}, []
+    for key in ((i, rot) for i in sorted(rotations) for rot in sorted(rotations[i])):
+        shard = extracted.shard_of.get(key)
+        if shard is not None and Path(path_of[key[0]]).stat().st_mtime_ns <= extracted.mtime_ns[shard]:
+            shard_of[key] = shard
+        else:
+            new.append(key)
+    # The new entries in id order, cut into runs of about equal views.
+    first = max(extracted.held, default=-1) + 1
+    total = sum(views_of[i] for i, _ in new)
+    count = min(new_shard_count(shards, total), len(new))
+    before = 0
+    for i, rot in new:
+        shard_of[(i, rot)] = first + before * count // max(total, 1)
+        before += views_of[i]
+    return [{"id": i, "rotation": rot, "path": path_of[i], "shard": shard_of[(i, rot)], "views": views_of[i]}
+            for i, rot in sorted(shard_of)]
 
 
 MANIFEST_COLUMNS = ["id", "rotation", "path", "shard", "views"]
@@ -168,6 +222,9 @@ def assemble_hypercolumns(taps: list[np.ndarray], coords: np.ndarray, size: int,
 
 class HypercolumnStore:
     """Read access to the entries of many shards by (id, rotation), and to their views.
+
+    An entry in several shards (its image was replaced after extraction: shard_manifest put its new content
+    in a new shard) is read from the last of `shard_paths`, which are in shard order.
 
     An entry has one or more views (input modes tiles and native), stored as consecutive rows; a view is
     located by (shard, row). Encoders read views (``entry_views``, ``read_taps_into``,
