@@ -2,7 +2,6 @@
 into paths. What runs, and what each run is called, is decided in the package; here it only meets Snakemake."""
 import csv
 import functools
-import hashlib
 from pathlib import Path
 
 import yaml
@@ -11,6 +10,7 @@ from snakemake.utils import validate
 
 from cntem.config import config_digest, consistency_problems, schema_problems
 from cntem.experiment import OtherExperimentError, check_experiment, experiment_of, record_experiment
+from cntem.io import folder_fingerprint
 from cntem.method_space import MethodSpace
 from cntem.runs import (CLASSIFIERS, METHOD_PATTERN, REPRESENTATION_PATTERN, ROTATION_AVERAGING, Method, Run,
                         Representation, kind_pattern, predictions_file)
@@ -96,19 +96,9 @@ def data_inputs():
 
 
 def data_fingerprint():
-    """Names, sizes and modification times of the files in data.dir, hashed.
-
-    A folder is no rule input, so this params value is what re-runs ingestion (and then only
-    the affected shards) when images are added, removed or replaced.
-    """
-    if config["demo"]["enabled"]:
-        return ""
-    root = Path(config["data"]["dir"])
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        stat = path.stat()
-        digest.update(f"{path.relative_to(root)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+    """What re-runs ingestion (and then extraction of the new entries only) when images are added, removed or
+    replaced: a folder is no rule input. The demo's folder is a rule output instead."""
+    return "" if config["demo"]["enabled"] else folder_fingerprint(config["data"]["dir"])
 
 
 # ------------------------------------------------------------------- hypercolumn shards

@@ -260,3 +260,22 @@ def test_schemes_follow_the_paper():
     assert custom == {"Cl": "CNT", "Fi": "CNT", "NC": "other"}
     with pytest.raises(ValueError, match="unknown class scheme"):
         resolve_scheme("3class")
+
+
+def test_the_folder_fingerprint_changes_when_a_file_is_added_removed_or_replaced(tmp_path):
+    import os
+
+    from cntem.io import folder_fingerprint
+
+    write_image(tmp_path / "Cl" / "a.tif", seed=1)
+    write_image(tmp_path / "Fi" / "b.tif", seed=2)
+    first = folder_fingerprint(tmp_path)
+    assert folder_fingerprint(tmp_path) == first  # reading changes nothing
+    write_image(tmp_path / "Fi" / "c.tif", seed=3)
+    added = folder_fingerprint(tmp_path)
+    (tmp_path / "Fi" / "c.tif").unlink()
+    assert added != first and folder_fingerprint(tmp_path) == first
+    stat = (tmp_path / "Cl" / "a.tif").stat()
+    write_image(tmp_path / "Cl" / "a.tif", seed=4)  # same name and size, other pixels
+    os.utime(tmp_path / "Cl" / "a.tif", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    assert folder_fingerprint(tmp_path) != first
