@@ -1,0 +1,211 @@
+"""What a prediction is worth: calibrated probabilities, conformal prediction sets, review flags and class shares with
+intervals, fitted on the deployed method's out-of-fold predictions, and the validation of each on held-out folds.
+
+:class:`Uncertainty` chains :class:`~cntem.calibration.TemperatureScaling`, :class:`~cntem.conformal.ConformalSets` and
+:class:`~cntem.quantify.ShareIntervals`; the model bundle carries it (``uncertainty.json``), and :func:`validate` fits
+it once per held-out fold on the other folds exactly as the bundle's is fitted on all of them.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .calibration import TemperatureScaling, reliability
+from .conformal import ConformalSets
+from .quantify import ESTIMATORS, ShareIntervals
+
+FILE = "uncertainty.json"
+SCENARIOS = ("uniform", "dominant")  # class proportions of validation samples: uniform on the simplex; one class 60-90%
+
+
+@dataclass(frozen=True)
+class UncertaintySettings:
+    coverage: float = 0.9
+    class_conditional: bool = False
+    review_threshold: float = 0.6
+    bootstrap: int = 200
+    interval_level: float = 0.95
+    # the share of groups each bootstrap replicate holds out as a new source (one CV fold's: 1 / cv.folds)
+    interval_holdout: float = 0.2
+    # the default estimator: the lowest validation error among those whose intervals held the truth this often
+    required_interval_coverage: float = 0.92
+    validation_samples: int = 20  # per held-out fold, scenario and sample size
+    sample_sizes: tuple[int, ...] = (50, 500)
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "sample_sizes", tuple(self.sample_sizes))
+
+
+class Uncertainty:
+    """``fit(proba, y, groups)`` on raw out-of-fold probabilities (y: class indices, one row per micrograph);
+    ``assess(proba)`` -> calibrated probabilities, sets and review flags; ``shares(proba)`` -> every estimator's
+    shares with intervals."""
+
+    def __init__(self, classes: list[str], settings: UncertaintySettings = UncertaintySettings(),
+                 default_estimator: str = "cc"):
+        self.classes, self.settings, self.default_estimator = list(classes), settings, default_estimator
+        self.run_: dict = {}  # what the out-of-fold predictions came from (and the model bundle they belong to)
+        self.validation_: dict = {}
+
+    def fit(self, proba: np.ndarray, y: np.ndarray, groups) -> "Uncertainty":
+        s = self.settings
+        self.calibrator_ = TemperatureScaling().fit(proba, y)
+        calibrated = self.calibrator_.transform(proba)
+        self.sets_ = ConformalSets(s.coverage, s.class_conditional).fit(calibrated, y)
+        self.shares_ = ShareIntervals(len(self.classes), replicates=s.bootstrap, level=s.interval_level,
+                                      holdout=s.interval_holdout, seed=s.seed).fit(calibrated, y, groups)
+        return self
+
+    def calibrate(self, proba: np.ndarray) -> np.ndarray:
+        return self.calibrator_.transform(proba)
+
+    def assess(self, proba: np.ndarray) -> dict[str, np.ndarray]:
+        """Per micrograph: calibrated probabilities, prediction set (bool per class), review flag (a set of other
+        than one class, or a top probability under review_threshold) and doubt (1 - top probability)."""
+        calibrated = self.calibrate(proba)
+        sets = self.sets_.predict(calibrated)
+        top = calibrated.max(axis=1)
+        return {"proba": calibrated, "sets": sets, "doubt": 1.0 - top,
+                "review": (sets.sum(axis=1) != 1) | (top < self.settings.review_threshold)}
+
+    def shares(self, proba: np.ndarray) -> list[dict]:
+        """Rows estimator, class, share, lower, upper, default (the default estimator's rows 'yes')."""
+        estimates = self.shares_.estimate(self.calibrate(proba))
+        return [{"estimator": name, "class": c, "share": float(e["shares"][j]), "lower": float(e["lower"][j]),
+                 "upper": float(e["upper"][j]), "default": "yes" if name == self.default_estimator else "no"}
+                for name, e in estimates.items() for j, c in enumerate(self.classes)]
+
+    # ------------------------------------------------------------------ storage
+    def to_dict(self) -> dict:
+        return {"classes": self.classes, "settings": asdict(self.settings), "default_estimator": self.default_estimator,
+                "run": self.run_, "validation": self.validation_, "calibrator": self.calibrator_.to_dict(),
+                "sets": self.sets_.to_dict(), "shares": self.shares_.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Uncertainty":
+        u = cls(d["classes"], UncertaintySettings(**d["settings"]), d["default_estimator"])
+        u.run_, u.validation_ = d["run"], d["validation"]
+        u.calibrator_ = TemperatureScaling.from_dict(d["calibrator"])
+        u.sets_ = ConformalSets.from_dict(d["sets"])
+        u.shares_ = ShareIntervals.from_dict(d["shares"], len(u.classes))
+        return u
+
+    def save(self, folder) -> Path:
+        path = Path(folder) / FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict()))
+        return path
+
+    @classmethod
+    def load(cls, folder) -> "Uncertainty":
+        return cls.from_dict(json.loads((Path(folder) / FILE).read_text()))
+
+
+# ---------------------------------------------------------------------- validation on held-out grouped folds
+def _composition(scenario: str, present: np.ndarray, rng) -> np.ndarray:
+    """Class proportions of a validation sample over the classes `present` in the held-out fold (bool (C,))."""
+    shares = np.zeros(len(present))
+    k = int(present.sum())
+    if scenario == "uniform" or k == 1:
+        shares[present] = rng.dirichlet(np.ones(k))
+    else:
+        dominant = rng.uniform(0.6, 0.9)
+        rest = rng.dirichlet(np.ones(k - 1)) * (1 - dominant)
+        order = rng.permutation(k)
+        shares[np.flatnonzero(present)[order]] = np.concatenate([[dominant], rest])
+    return shares
+
+
+def validate(proba: np.ndarray, y: np.ndarray, groups, folds: np.ndarray, classes: list[str],
+             settings: UncertaintySettings) -> dict:
+    """Cross-fitted validation: per held-out fold an Uncertainty fitted on the other folds only, applied to it.
+
+    Returns ``calibrated`` (every row's cross-fitted calibrated probabilities), ``sets`` (its prediction sets),
+    ``temperatures`` per fold, and ``share_rows``: per fold, scenario, sample size and sample (drawn from the fold
+    with replacement, class counts ~ Multinomial(size, composition)), each estimator's estimate and interval against
+    the sample's true share of every class.
+    """
+    groups = np.asarray([str(g) for g in groups])
+    calibrated, sets = np.zeros_like(proba), np.zeros(proba.shape, bool)
+    temperatures, share_rows = {}, []
+    for fold in np.unique(folds):
+        held_out = folds == fold
+        fitted = Uncertainty(classes, settings).fit(proba[~held_out], y[~held_out], groups[~held_out])
+        temperatures[int(fold)] = fitted.calibrator_.temperature
+        assessed = fitted.assess(proba[held_out])
+        calibrated[held_out], sets[held_out] = assessed["proba"], assessed["sets"]
+        fold_y, fold_proba = y[held_out], assessed["proba"]
+        by_class = [np.flatnonzero(fold_y == c) for c in range(len(classes))]
+        present = np.array([len(rows) > 0 for rows in by_class])
+        for s_index, scenario in enumerate(SCENARIOS):
+            for size in settings.sample_sizes:
+                rng = np.random.default_rng([settings.seed, int(fold), s_index, size])
+                for sample in range(settings.validation_samples):
+                    counts = rng.multinomial(size, _composition(scenario, present, rng))
+                    rows = np.concatenate([rng.choice(by_class[c], counts[c]) for c in range(len(classes))
+                                           if counts[c]])
+                    truth = counts / size
+                    estimates = fitted.shares_.estimate(fold_proba[rows], seed=int(rng.integers(2**31)))
+                    for name, e in estimates.items():
+                        for j, c in enumerate(classes):
+                            share_rows.append({"fold": int(fold), "scenario": scenario, "size": size,
+                                               "sample": sample, "estimator": name, "class": c,
+                                               "true": truth[j], "estimate": e["shares"][j],
+                                               "lower": e["lower"][j], "upper": e["upper"][j]})
+    return {"calibrated": calibrated, "sets": sets, "temperatures": temperatures, "share_rows": share_rows}
+
+
+def calibration_summary(proba: np.ndarray, calibrated: np.ndarray, y: np.ndarray, bins: int = 15) -> dict:
+    """Top-label ECE (`bins` equal-width bins) and accuracy before and after calibration, on held-out folds."""
+    before, after = reliability(proba, y, bins), reliability(calibrated, y, bins)
+    return {"ece_before": before["ece"], "ece_after": after["ece"], "bins": bins,
+            "accuracy_before": float(np.mean(proba.argmax(1) == y)),
+            "accuracy_after": float(np.mean(calibrated.argmax(1) == y))}
+
+
+def coverage_rows(sets: np.ndarray, y: np.ndarray, classes: list[str]) -> list[dict]:
+    """Empirical coverage of held-out prediction sets, mean set size and share of singletons: overall, per class."""
+    hit = sets[np.arange(len(y)), y]
+    size = sets.sum(axis=1)
+    rows = []
+    for name, mask in [("all", np.ones(len(y), bool)), *((c, y == j) for j, c in enumerate(classes))]:
+        n = int(mask.sum())
+        rows.append({"class": name, "micrographs": n,
+                     "coverage": float(hit[mask].mean()) if n else float("nan"),
+                     "mean_set_size": float(size[mask].mean()) if n else float("nan"),
+                     "singletons": float((size[mask] == 1).mean()) if n else float("nan")})
+    return rows
+
+
+def share_summary(share_rows: list[dict]) -> list[dict]:
+    """Per estimator, scenario and sample size (and 'all' of each): mean absolute error per class, how often the
+    interval held the true share, and its mean width."""
+    sizes = ["all", *sorted({r["size"] for r in share_rows})]
+    keys = [(e, sc, sz) for e in ESTIMATORS for sc in ("all", *SCENARIOS) for sz in sizes]
+    arrays = {k: np.array([r[k] for r in share_rows]) for k in ("estimator", "scenario", "size", "true", "estimate",
+                                                                "lower", "upper")}
+    out = []
+    for estimator, scenario, size in keys:
+        mask = arrays["estimator"] == estimator
+        mask &= (arrays["scenario"] == scenario) if scenario != "all" else True
+        mask &= (arrays["size"] == size) if size != "all" else True
+        if not mask.any():
+            continue
+        true, est, lo, hi = (arrays[k][mask] for k in ("true", "estimate", "lower", "upper"))
+        out.append({"estimator": estimator, "scenario": scenario, "size": size,
+                    "mae": float(np.abs(est - true).mean()), "interval_coverage": float(((lo <= true) & (true <= hi))
+                                                                                       .mean()),
+                    "mean_width": float((hi - lo).mean()), "cases": int(mask.sum())})
+    return out
+
+
+def choose_default(summary: list[dict], required_coverage: float) -> str:
+    """The estimator of lowest error over every scenario and size among those whose intervals reached
+    `required_coverage`; if none did, the lowest error of all."""
+    overall = [r for r in summary if r["scenario"] == "all" and r["size"] == "all"]
+    covered = [r for r in overall if r["interval_coverage"] >= required_coverage] or overall
+    return min(covered, key=lambda r: (r["mae"], ESTIMATORS.index(r["estimator"])))["estimator"]
