@@ -209,3 +209,66 @@ def choose_default(summary: list[dict], required_coverage: float) -> str:
     overall = [r for r in summary if r["scenario"] == "all" and r["size"] == "all"]
     covered = [r for r in overall if r["interval_coverage"] >= required_coverage] or overall
     return min(covered, key=lambda r: (r["mae"], ESTIMATORS.index(r["estimator"])))["estimator"]
+
+
+# ---------------------------------------------------------------------- the deployed run's out-of-fold predictions
+def read_out_of_fold(prediction_files, classes: list[str], group_of: dict) -> dict:
+    """One run's per-fold predictions.tsv (validation rows: each micrograph once, unrotated) -> ids, proba (columns
+    in `classes` order), y (class indices), groups, folds."""
+    from .io import read_table
+
+    rows = [r for path in prediction_files for r in read_table(path)]
+    index = {c: j for j, c in enumerate(classes)}
+    return {"ids": [r["id"] for r in rows],
+            "proba": np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows]),
+            "y": np.array([index[r["true"]] for r in rows]), "groups": [group_of[r["id"]] for r in rows],
+            "folds": np.array([int(r["fold"]) for r in rows])}
+
+
+def fit_and_validate(oof: dict, classes: list[str], settings: UncertaintySettings, run: dict) -> tuple[Uncertainty,
+                                                                                                          dict]:
+    """The cross-fitted validation of `oof` (read_out_of_fold), then the Uncertainty fitted on every fold, its
+    default share estimator chosen by the validation; `run` (what the predictions came from) is recorded."""
+    validation = validate(oof["proba"], oof["y"], oof["groups"], oof["folds"], classes, settings)
+    summary = share_summary(validation["share_rows"])
+    fitted = Uncertainty(classes, settings, choose_default(summary, settings.required_interval_coverage))
+    fitted.fit(oof["proba"], oof["y"], oof["groups"])
+    fitted.run_ = run
+    fitted.validation_ = {
+        "micrographs": len(oof["y"]), "folds": len(np.unique(oof["folds"])),
+        "calibration": {**calibration_summary(oof["proba"], validation["calibrated"], oof["y"]),
+                        "temperature": fitted.calibrator_.temperature,
+                        "fold_temperatures": validation["temperatures"]},
+        "coverage": coverage_rows(validation["sets"], oof["y"], classes), "shares": summary}
+    return fitted, validation
+
+
+def write_validation(fitted: Uncertainty, validation: dict, oof: dict, paths: dict) -> None:
+    """uncertainty.json into the model folder, and the validation's tables and figures (paths: uncertainty,
+    calibration, coverage, shares, samples, reliability, share_figure)."""
+    from . import plots
+    from .io import write_table
+    from .quantify import ESTIMATOR_NAMES
+
+    fitted.save(Path(paths["uncertainty"]).parent)
+    v = fitted.validation_
+    calibration = v["calibration"]
+    write_table(paths["calibration"], [{"stage": stage, "ece": calibration[f"ece_{stage}"],
+                                        "accuracy": calibration[f"accuracy_{stage}"],
+                                        "temperature": 1.0 if stage == "before" else calibration["temperature"],
+                                        "micrographs": v["micrographs"], "bins": calibration["bins"]}
+                                       for stage in ("before", "after")],
+                ["stage", "ece", "accuracy", "temperature", "micrographs", "bins"])
+    write_table(paths["coverage"], [{**r, "nominal": fitted.settings.coverage,
+                                     "class_conditional": fitted.settings.class_conditional} for r in v["coverage"]],
+                ["class", "micrographs", "coverage", "mean_set_size", "singletons", "nominal", "class_conditional"])
+    write_table(paths["shares"], [{**r, "default": "yes" if r["estimator"] == fitted.default_estimator else "no"}
+                                  for r in v["shares"]],
+                ["estimator", "scenario", "size", "mae", "interval_coverage", "mean_width", "cases", "default"])
+    write_table(paths["samples"], validation["share_rows"],
+                ["fold", "scenario", "size", "sample", "estimator", "class", "true", "estimate", "lower", "upper"])
+    run = fitted.run_
+    plots.reliability_diagram(reliability(oof["proba"], oof["y"]), reliability(validation["calibrated"], oof["y"]),
+                              paths["reliability"], f"{run['scheme']}: {run['method']}/{run['classifier']}, "
+                              f"held-out folds (T = {calibration['temperature']:.2f} on all)")
+    plots.share_validation_figure(v["shares"], paths["share_figure"], ESTIMATOR_NAMES, fitted.settings.interval_level)
