@@ -23,6 +23,7 @@ include: "rules/learning.smk"
 include: "rules/evaluation.smk"
 include: "rules/selection.smk"
 include: "rules/model.smk"
+include: "rules/uncertainty_inputs.smk"
 include: "rules/uncertainty.smk"
 
 

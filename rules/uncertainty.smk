@@ -3,30 +3,9 @@ and class-share estimators fitted on the out-of-fold predictions of the run the 
 held-out folds; uncertainty.json joins the model bundle (docs/uncertainty.md)."""
 
 
-def deployed_run_predictions(wildcards):
-    """Repeat 0's per-fold predictions of each run the model may deploy, run after run, as "<method>/<classifier>":
-    model.method explicit, the configured one; auto, every selection candidate (fit_uncertainty takes the winner
-    model.json records)."""
-    model = config["model"]
-    if model["method"] == "explicit":
-        method = "pooled" if model["representation"] == "pooled" else f"k{K_MAIN}"
-        names = [f"{method}/{model['classifier']}"]
-    else:
-        names = selection_candidates(wildcards.scheme)
-    files = [f"{run_dir(wildcards.scheme, MAIN_STRATEGY, n.split('/')[0])}/fold{f}/{n.split('/')[1]}/predictions.tsv"
-             for n in names for f in FOLDS]
-    return {"names": names, "files": files}
-
-
-def uncertainty_settings():
-    settings = dict(config["uncertainty"])
-    settings["interval_holdout"] = settings["interval_holdout"] or 1 / len(FOLDS)
-    return settings
-
-
 rule fit_uncertainty:
     input:
-        predictions=lambda wildcards: deployed_run_predictions(wildcards)["files"],
+        predictions=deployed_run_predictions,
         folds="results/{scheme}/folds.tsv",
         model="results/model/{scheme}/model.json",
     output:
@@ -43,7 +22,7 @@ rule fit_uncertainty:
                       caption="../report/share_validation.rst"),
         samples="results/uncertainty/{scheme}/share_validation_samples.tsv",
     params:
-        candidates=lambda wildcards: deployed_run_predictions(wildcards)["names"],
+        candidates=lambda wildcards: deployed_candidates(wildcards.scheme),
         balance=MAIN_STRATEGY,
         settings=uncertainty_settings(),
     log:
@@ -53,6 +32,3 @@ rule fit_uncertainty:
     script:
         "../workflow_scripts/fit_uncertainty.py"
 
-
-def uncertainty_outputs():
-    return [f"results/model/{MODEL_SCHEME}/uncertainty.json"]
