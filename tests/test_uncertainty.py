@@ -7,7 +7,7 @@ import pytest
 
 from cntem.calibration import TemperatureScaling, reliability, softmax
 from cntem.conformal import ConformalSets
-from cntem.quantify import ESTIMATORS, ShareIntervals, estimate, rates
+from cntem.quantify import ESTIMATORS, ShareIntervals, estimate, rates, widen, widening_factor
 from cntem.uncertainty import Uncertainty, UncertaintySettings, choose_default, coverage_rows
 
 
@@ -135,3 +135,14 @@ def test_coverage_rows_count_hits_per_class():
     rows = coverage_rows(sets, np.array([0, 1, 0, 1]), ["a", "b"])
     assert [(r["class"], r["coverage"], r["mean_set_size"]) for r in rows] == [("all", 0.5, 1.25), ("a", 0.5, 1.0),
                                                                               ("b", 0.5, 1.5)]
+
+
+def test_widening_is_the_conformal_quantile_of_the_stretch_each_case_needs():
+    lower, upper = np.full(9, 0.4), np.full(9, 0.6)  # centre 0.5, half-width 0.1
+    truth = 0.5 + np.array([0.0, 0.05, -0.08, 0.1, -0.12, 0.15, 0.2, -0.25, 0.3])  # needed: 0, .5, .8, 1, 1.2, ...
+    # level 0.7: ceil(10 x 0.7) = 7th smallest need = 2.0; an interval already wide enough is never narrowed
+    assert widening_factor(lower, upper, truth, 0.7) == pytest.approx(2.0)
+    assert widening_factor(lower, upper, truth, 0.3) == 1.0
+    wide_lower, wide_upper = widen(lower, upper, 2.0)
+    assert np.allclose(wide_lower, 0.3) and np.allclose(wide_upper, 0.7)
+    assert np.mean((wide_lower <= truth) & (truth <= wide_upper)) == pytest.approx(7 / 9)

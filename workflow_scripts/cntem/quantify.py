@@ -21,6 +21,8 @@ fits the estimator's quantities on those in the bag, draws a pseudo-sample of th
 the bag (sources the fit never saw) with class counts ~ Multinomial(N, estimate), and records estimate_b - truth_b.
 The 95% interval is estimate - the 97.5% and 2.5% error quantiles: it holds the sample's size, the uncertainty of the
 fitted quantities and the variation of error rates between groups, and corrects the estimator's bias where known.
+What it still misses shows on held-out folds; :func:`widening_factor` measures the stretch that makes up for it
+(cntem.uncertainty fits it on the validation and applies it with :func:`widen`).
 """
 from __future__ import annotations
 
@@ -180,3 +182,28 @@ class ShareIntervals:
     def from_dict(cls, d: dict, n_classes: int) -> "ShareIntervals":
         intervals = cls(n_classes, d["replicates"], d["level"], d["holdout"], d["seed"])
         return intervals.fit(np.asarray(d["proba"]), np.asarray(d["y"]), d["groups"])
+
+
+MAX_WIDENING = 20.0  # beyond, an interval is [0, 1] anyway
+# An interval's half-width counts as at least this when stretched: one every replicate puts at 0 (a class the
+# adjusted estimators clip away) must still be able to widen.
+MIN_HALF_WIDTH = 0.005
+
+
+def widening_factor(lower, upper, truth, level: float) -> float:
+    """The smallest factor (>= 1) by which intervals must be stretched about their centres to hold `truth` in a
+    `level` share of the cases (split-conformal quantile of each case's needed factor): what the bootstrap misses
+    of the error between sources, measured on held-out folds. (About the centre, not the estimate: a bias-corrected
+    interval need not contain its estimate.)"""
+    lower, upper, truth = (np.asarray(a, float) for a in (lower, upper, truth))
+    centre, half = (lower + upper) / 2, np.maximum((upper - lower) / 2, MIN_HALF_WIDTH)
+    needed = np.abs(truth - centre) / half
+    rank = min(int(np.ceil((len(needed) + 1) * level)), len(needed))
+    return float(np.clip(np.sort(needed)[rank - 1], 1.0, MAX_WIDENING))
+
+
+def widen(lower, upper, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Intervals stretched by `factor` about their centres, clipped to [0, 1]."""
+    lower, upper = np.asarray(lower, float), np.asarray(upper, float)
+    centre, half = (lower + upper) / 2, np.maximum((upper - lower) / 2, MIN_HALF_WIDTH)
+    return np.clip(centre - factor * half, 0, 1), np.clip(centre + factor * half, 0, 1)

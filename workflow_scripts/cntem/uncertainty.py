@@ -15,7 +15,7 @@ import numpy as np
 
 from .calibration import TemperatureScaling, reliability
 from .conformal import ConformalSets
-from .quantify import ESTIMATORS, ShareIntervals
+from .quantify import ESTIMATORS, ShareIntervals, widen, widening_factor
 
 FILE = "uncertainty.json"
 SCENARIOS = ("uniform", "dominant")  # class proportions of validation samples: uniform on the simplex; one class 60-90%
@@ -49,6 +49,8 @@ class Uncertainty:
                  default_estimator: str = "cc"):
         self.classes, self.settings, self.default_estimator = list(classes), settings, default_estimator
         self.run_: dict = {}  # what the out-of-fold predictions came from (and the model bundle they belong to)
+        # per estimator, the stretch of its bootstrap intervals the validation found needed (widening_factor)
+        self.widening_: dict[str, float] = {name: 1.0 for name in ESTIMATORS}
         self.validation_: dict = {}
 
     def fit(self, proba: np.ndarray, y: np.ndarray, groups) -> "Uncertainty":
@@ -74,21 +76,25 @@ class Uncertainty:
 
     def shares(self, proba: np.ndarray) -> list[dict]:
         """Rows estimator, class, share, lower, upper, default (the default estimator's rows 'yes')."""
-        estimates = self.shares_.estimate(self.calibrate(proba))
-        return [{"estimator": name, "class": c, "share": float(e["shares"][j]), "lower": float(e["lower"][j]),
-                 "upper": float(e["upper"][j]), "default": "yes" if name == self.default_estimator else "no"}
-                for name, e in estimates.items() for j, c in enumerate(self.classes)]
+        rows = []
+        for name, e in self.shares_.estimate(self.calibrate(proba)).items():
+            lower, upper = widen(e["lower"], e["upper"], self.widening_[name])
+            rows += [{"estimator": name, "class": c, "share": float(e["shares"][j]), "lower": float(lower[j]),
+                      "upper": float(upper[j]), "default": "yes" if name == self.default_estimator else "no"}
+                     for j, c in enumerate(self.classes)]
+        return rows
 
     # ------------------------------------------------------------------ storage
     def to_dict(self) -> dict:
         return {"classes": self.classes, "settings": asdict(self.settings), "default_estimator": self.default_estimator,
-                "run": self.run_, "validation": self.validation_, "calibrator": self.calibrator_.to_dict(),
+                "run": self.run_, "validation": self.validation_, "widening": self.widening_,
+                "calibrator": self.calibrator_.to_dict(),
                 "sets": self.sets_.to_dict(), "shares": self.shares_.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Uncertainty":
         u = cls(d["classes"], UncertaintySettings(**d["settings"]), d["default_estimator"])
-        u.run_, u.validation_ = d["run"], d["validation"]
+        u.run_, u.validation_, u.widening_ = d["run"], d["validation"], d["widening"]
         u.calibrator_ = TemperatureScaling.from_dict(d["calibrator"])
         u.sets_ = ConformalSets.from_dict(d["sets"])
         u.shares_ = ShareIntervals.from_dict(d["shares"], len(u.classes))
@@ -126,8 +132,9 @@ def validate(proba: np.ndarray, y: np.ndarray, groups, folds: np.ndarray, classe
 
     Returns ``calibrated`` (every row's cross-fitted calibrated probabilities), ``sets`` (its prediction sets),
     ``temperatures`` per fold, and ``share_rows``: per fold, scenario, sample size and sample (drawn from the fold
-    with replacement, class counts ~ Multinomial(size, composition)), each estimator's estimate and interval against
-    the sample's true share of every class.
+    with replacement, class counts ~ Multinomial(size, composition)), each estimator's estimate, its bootstrap
+    interval (boot_lower, boot_upper) and that interval widened by the factor the other folds' rows need
+    (lower, upper; widen_across_folds), against the sample's true share of every class.
     """
     groups = np.asarray([str(g) for g in groups])
     calibrated, sets = np.zeros_like(proba), np.zeros(proba.shape, bool)
@@ -155,8 +162,29 @@ def validate(proba: np.ndarray, y: np.ndarray, groups, folds: np.ndarray, classe
                             share_rows.append({"fold": int(fold), "scenario": scenario, "size": size,
                                                "sample": sample, "estimator": name, "class": c,
                                                "true": truth[j], "estimate": e["shares"][j],
-                                               "lower": e["lower"][j], "upper": e["upper"][j]})
+                                               "boot_lower": e["lower"][j], "boot_upper": e["upper"][j]})
+    widen_across_folds(share_rows, settings.interval_level)
     return {"calibrated": calibrated, "sets": sets, "temperatures": temperatures, "share_rows": share_rows}
+
+
+def fitted_widening(share_rows: list[dict], level: float) -> dict[str, float]:
+    """Per estimator, widening_factor over validation rows (their bootstrap intervals, ``boot_lower/boot_upper``)."""
+    out = {}
+    for name in ESTIMATORS:
+        rows = [r for r in share_rows if r["estimator"] == name]
+        out[name] = widening_factor(*([r[k] for r in rows] for k in ("boot_lower", "boot_upper", "true")),
+                                    level) if rows else 1.0
+    return out
+
+
+def widen_across_folds(share_rows: list[dict], level: float) -> None:
+    """Each validation row's interval (lower, upper) stretched by the factor fitted on the *other* folds' rows: the
+    coverage the validation reports is that of intervals whose widening never saw their fold."""
+    for fold in sorted({r["fold"] for r in share_rows}):
+        factors = fitted_widening([r for r in share_rows if r["fold"] != fold], level)
+        for r in (r for r in share_rows if r["fold"] == fold):
+            r["lower"], r["upper"] = (float(v) for v in widen(r["boot_lower"], r["boot_upper"],
+                                                               factors[r["estimator"]]))
 
 
 def calibration_summary(proba: np.ndarray, calibrated: np.ndarray, y: np.ndarray, bins: int = 15) -> dict:
@@ -233,7 +261,7 @@ def fit_and_validate(oof: dict, classes: list[str], settings: UncertaintySetting
     summary = share_summary(validation["share_rows"])
     fitted = Uncertainty(classes, settings, choose_default(summary, settings.required_interval_coverage))
     fitted.fit(oof["proba"], oof["y"], oof["groups"])
-    fitted.run_ = run
+    fitted.run_, fitted.widening_ = run, fitted_widening(validation["share_rows"], settings.interval_level)
     fitted.validation_ = {
         "micrographs": len(oof["y"]), "folds": len(np.unique(oof["folds"])),
         "calibration": {**calibration_summary(oof["proba"], validation["calibrated"], oof["y"]),
@@ -262,11 +290,13 @@ def write_validation(fitted: Uncertainty, validation: dict, oof: dict, paths: di
     write_table(paths["coverage"], [{**r, "nominal": fitted.settings.coverage,
                                      "class_conditional": fitted.settings.class_conditional} for r in v["coverage"]],
                 ["class", "micrographs", "coverage", "mean_set_size", "singletons", "nominal", "class_conditional"])
-    write_table(paths["shares"], [{**r, "default": "yes" if r["estimator"] == fitted.default_estimator else "no"}
-                                  for r in v["shares"]],
-                ["estimator", "scenario", "size", "mae", "interval_coverage", "mean_width", "cases", "default"])
-    write_table(paths["samples"], validation["share_rows"],
-                ["fold", "scenario", "size", "sample", "estimator", "class", "true", "estimate", "lower", "upper"])
+    write_table(paths["shares"], [{**r, "default": "yes" if r["estimator"] == fitted.default_estimator else "no",
+                                   "widening": fitted.widening_[r["estimator"]]} for r in v["shares"]],
+                ["estimator", "scenario", "size", "mae", "interval_coverage", "mean_width", "cases", "widening",
+                 "default"])
+    write_table(paths["samples"], validation["share_rows"], ["fold", "scenario", "size", "sample", "estimator", "class",
+                                                             "true", "estimate", "boot_lower", "boot_upper", "lower",
+                                                             "upper"])
     run = fitted.run_
     plots.reliability_diagram(reliability(oof["proba"], oof["y"]), reliability(validation["calibrated"], oof["y"]),
                               paths["reliability"], f"{run['scheme']}: {run['method']}/{run['classifier']}, "
