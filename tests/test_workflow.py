@@ -437,15 +437,16 @@ def test_prediction_path_agrees_with_cross_validation(tiny_run, weights, method)
 
 
 def test_a_model_of_pooled_hypercolumns_is_trained_and_predicts(tiny_run, tmp_path):
-    """model.representation: pooled retrains the model alone (nothing upstream, no dictionary), records its
-    representation, and the predict target classifies through it."""
+    """model.representation: pooled retrains the model (nothing upstream, no dictionary) and cross-validates its run
+    for its uncertainty, records its representation, and the predict target classifies through it."""
     import shutil
 
     work = tmp_path / "work"
     shutil.copytree(tiny_run, work, symlinks=True)  # modification times kept: the run's outputs stay up to date
     pooled = {**TINY, "model": {"scheme": "tiny", "representation": "pooled", "classifier": "logistic"}}
+    # its uncertainty is fitted on its own run's out-of-fold predictions: pooled/logistic's 2 folds, new here
     assert job_counts(snakemake(work, pooled, "results/predictions/predictions.csv")) == {
-        "train_model": 1, "fit_uncertainty": 1, "predict": 1}
+        "train_classifier": 2, "train_model": 1, "fit_uncertainty": 1, "predict": 1}
     folder = work / "results" / "model" / "tiny"
     meta = yaml.safe_load((folder / "model.json").read_text())
     assert meta["encoder"] == {"representation": "pooled", "taps": list(ExtractionSettings().taps)}
