@@ -23,9 +23,12 @@ include: "rules/learning.smk"
 include: "rules/evaluation.smk"
 include: "rules/selection.smk"
 include: "rules/model.smk"
+include: "rules/uncertainty_inputs.smk"
+include: "rules/uncertainty.smk"
 
 
 rule all:
     input:
         all_outputs(),
+        uncertainty_outputs(),
     default_target: True

@@ -29,13 +29,25 @@ rule train_model:
 rule predict:
     input:
         model=f"results/model/{MODEL_SCHEME}/model.json",
+        # the bundle's calibration, prediction sets and share estimators (rules/uncertainty.smk)
+        uncertainty=f"results/model/{MODEL_SCHEME}/uncertainty.json",
         images=config["predict"]["input"] or [],
     output:
+        # cntem.predict.output_paths of predictions.csv
         predictions="results/predictions/predictions.csv",
         shares="results/predictions/predictions_shares.csv",
+        review="results/predictions/predictions_review.csv",
         # files that could not be decoded (file, reason): skipped, the others are still classified
         unreadable="results/predictions/predictions_unreadable.csv",
+        shares_figure=report("results/predictions/predictions_shares.png", category="6. Prediction",
+                             caption="../report/prediction_shares.rst"),
+        review_figure=report("results/predictions/predictions_review.png", category="6. Prediction",
+                             caption="../report/prediction_review.rst"),
+        page="results/predictions/predictions.html",
+        page_files=directory("results/predictions/predictions_files"),
     params:
+        title=lambda wildcards: f"{config['predict']['input']} with the {MODEL_SCHEME} model",
+        gallery_size=config["report"]["gallery_size"],
         weights=config["weights"],
         taps=config["hypercolumns"]["taps"],
         # the input mode the model must have been trained in: its method's, unless the selection chose it (auto)

@@ -118,7 +118,7 @@ def test_unknown_key_is_named_in_one_line():
         "data, demo, device, dictionary, evaluation, hierarchical, hypercolumns, k, k_values, logistic, model, "
         "predict, "
         "random_forest, report, "
-        "representations, schemes, selection, vlad, weights, weights_cache, xgboost",
+        "representations, schemes, selection, uncertainty, vlad, weights, weights_cache, xgboost",
         "hypercolumns: unknown key 'densty'; known keys: batch_size, density, image_size, input_mode, max_side, seed, shards, taps"]
 
 

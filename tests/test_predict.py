@@ -29,10 +29,11 @@ from cntem.hypercolumns import extract_shard
 from cntem import ActionableError
 from cntem.model import Model, ModelMismatchError
 from cntem.pooled import PooledHypercolumnEncoder
-from cntem.predict import predict_images
+from cntem.predict import predict_images, prediction_columns
 from cntem.shards import HypercolumnStore
 from cntem.synthetic import NIOSH_PREFIX, generate_dataset
 from cntem.tta import TTA_ROTATIONS
+from cntem.uncertainty import Uncertainty, UncertaintySettings
 from cntem.vlad import VladEncoder
 
 from conftest import SHARED_WEIGHTS
@@ -61,6 +62,10 @@ def trained(tmp_path_factory, weights):
                                              subsample=1.0, early_stopping_rounds=None), CLASSES))
     with HypercolumnStore([root / "shard-000.h5"]) as store:
         model.fit(store, pairs, y, [f.name for f in files])
+        proba = model.predict_proba(model.encoder.transform_store(store, pairs))
+    # The bundle's uncertainty, here from the model's own training images (the workflow uses out-of-fold ones)
+    model.uncertainty = Uncertainty(CLASSES, UncertaintySettings(bootstrap=20)).fit(
+        proba, np.array([CLASSES.index(c) for c in y]), [f.name for f in files])
     model.save(root / "model" / "model.json")
     return root / "model", images
 
@@ -133,7 +138,7 @@ def test_console_lists_unreadable_files_and_counts_only_classified_ones(trained,
     assert code == 0, stderr
     rows = read_csv(out)
     assert [Path(r["file"]).name for r in rows] == names
-    assert list(rows[0]) == ["file", "class", "probability", *(f"p_{c}" for c in CLASSES), "note"]
+    assert list(rows[0]) == prediction_columns(CLASSES)
     unreadable = read_csv(out.with_name("predictions_unreadable.csv"))
     assert [Path(u["file"]).name for u in unreadable] == [bad["truncated"].name, bad["garbage"].name]
     assert all(u["reason"] for u in unreadable)
@@ -141,7 +146,7 @@ def test_console_lists_unreadable_files_and_counts_only_classified_ones(trained,
         assert str(path) in stderr
     assert "3 images classified" in stdout and "2 unreadable" in stdout
     shares = read_csv(out.with_name("predictions_shares.csv"))
-    assert sum(int(s["images"]) for s in shares) == 3
+    assert sum(int(s["images"]) for s in shares if s["default"] == "yes") == 3
 
 
 def test_exit_codes(trained, cntem, tmp_path):
@@ -176,8 +181,10 @@ def test_a_model_of_pooled_hypercolumns_round_trips_and_sees_what_the_shard_hold
             PooledHypercolumnEncoder(taps[:2]).fit(store, pairs)
         model.fit(store, pairs, y, [f.name for f in files])
         stored = store.pooled_hypercolumns(pairs)
+    model.uncertainty = Model.load(model_dir).uncertainty
     model.save(tmp_path / "pooled" / "model.json")
-    assert sorted(p.name for p in (tmp_path / "pooled").iterdir()) == ["classifier.joblib", "model.json"]
+    assert sorted(p.name for p in (tmp_path / "pooled").iterdir()) == ["classifier.joblib", "model.json",
+                                                                      "uncertainty.json"]
     loaded = Model.load(tmp_path / "pooled")
     assert isinstance(loaded.encoder, PooledHypercolumnEncoder) and loaded.encoder.taps == taps
     assert loaded.encoder.dim == stored.shape[1] == 2 * 1472 and loaded.extraction_ == model.extraction_
@@ -205,15 +212,16 @@ def test_rotation_averaging_is_the_mean_of_the_four_rotations_predictions(traine
     assert [r["file"] for r in rows] == list(map(str, good)) and [u["file"] for u in unreadable] == [str(bad)]
     entries = [{"id": f.name, "rotation": r, "path": str(f)} for f in good for r in TTA_ROTATIONS]
     four = model.predict_proba(model.encode_images(entries, weights, CPU)).reshape(len(good), 4, len(CLASSES))
-    np.testing.assert_allclose(probabilities(rows), four.mean(1), atol=6e-5)  # the CSV's 4 decimals
+    calibrate = model.uncertainty.calibrate  # the averaged probabilities are calibrated, as every prediction's
+    np.testing.assert_allclose(probabilities(rows), calibrate(four.mean(1)), atol=6e-5)  # the CSV's 4 decimals
     assert [r["class"] for r in rows] == [CLASSES[i] for i in four.mean(1).argmax(1)]
     plain, _ = predict_images(model, good, weights, CPU)
-    np.testing.assert_allclose(probabilities(plain), four[:, 0], atol=6e-5)
+    np.testing.assert_allclose(probabilities(plain), calibrate(four[:, 0]), atol=6e-5)
     assert np.abs(probabilities(plain) - probabilities(rows)).max() > 1e-3  # averaging does change them
     out = tmp_path / "p.csv"
     code, _, stderr = cntem("--model", model_dir, "--rotation-averaging", "--out", out, *good)
     assert code == 0, stderr
-    assert read_csv(out) == rows
+    assert read_csv(out) == [{k: str(r[k]) for k in prediction_columns(CLASSES)} for r in rows]
 
 
 def test_a_rotation_invariant_image_gets_the_same_answer_averaged_or_not(trained, weights, tmp_path):
@@ -234,8 +242,9 @@ def test_a_rotation_invariant_image_gets_the_same_answer_averaged_or_not(trained
     ordinary = files[0]
     averaged, _ = predict_images(model, [tmp_path / "ring.tif", ordinary], weights, CPU, rotation_averaging=True)
     plain, _ = predict_images(model, [tmp_path / "ring.tif", ordinary], weights, CPU)
-    assert averaged[0] == plain[0]
-    assert averaged[1] != plain[1]
+    shown = lambda row: {k: row[k] for k in prediction_columns(CLASSES)}  # noqa: E731  (the CSV's: 4 decimals)
+    assert shown(averaged[0]) == shown(plain[0])
+    assert shown(averaged[1]) != shown(plain[1])
 
 
 def test_help_documents_the_exit_codes(capsys):
@@ -295,7 +304,7 @@ def test_the_predict_rule_keeps_going_past_unreadable_files(trained, weights, tm
     assert len(read_csv(out / "predictions.csv")) == 2
     assert [Path(u["file"]).name for u in read_csv(out / "predictions_unreadable.csv")] == \
         [bad["truncated"].name, bad["garbage"].name]
-    assert sum(int(s["images"]) for s in read_csv(out / "predictions_shares.csv")) == 2
+    assert sum(int(s["images"]) for s in read_csv(out / "predictions_shares.csv") if s["default"] == "yes") == 2
     log = (work / "results" / "logs" / "predict.log").read_text()
     assert all(str(path) in log for path in bad.values())
     # With no readable image at all the job fails, and its log says why.

@@ -20,7 +20,8 @@ README = (REPO / "README.md").read_text()
 # Sizes only, never the method's choices: keeps an end-to-end run of a README recipe within a test's budget.
 SMALL_RUN = {"weights": WEIGHTS, "hypercolumns": {"image_size": 32, "batch_size": 8, "shards": 2},
              "k": 4, "k_values": [4], "dictionary": {"sample_size": 2000, "niter": 5}, "cv": {"folds": 2},
-             "classifiers": ["xgboost"], "xgboost": {"n_estimators": 10}, "balance": {"strategies": ["rotate"]}}
+             "classifiers": ["xgboost"], "xgboost": {"n_estimators": 10}, "balance": {"strategies": ["rotate"]},
+             "uncertainty": {"validation_samples": 2, "bootstrap": 50, "sample_sizes": [20]}}
 
 
 def readme_block(language: str, first_line: str) -> str:

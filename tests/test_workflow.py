@@ -15,8 +15,11 @@ from cntem.backbone import load_weights
 from cntem.dictionary import VisualDictionary
 from cntem.features import ExtractionSettings
 from cntem.pooled import PooledHypercolumnEncoder
+from cntem.predict import prediction_columns
+from cntem.quantify import ESTIMATORS
 from cntem.runs import Method, Representation
 from cntem.synthetic import NIOSH_PREFIX
+from cntem.uncertainty import read_out_of_fold
 from cntem.vlad import VladEncoder
 
 from conftest import SHARED_WEIGHTS, write_image
@@ -41,6 +44,7 @@ TINY = {  # 3 classes x 8 images at 64 px, K in {4, 8}, 2 folds, the pooled hype
     "model": {"scheme": "tiny"},
     "predict": {"input": "results/demo/images"},
     "report": {"tsne_perplexity": 5},
+    "uncertainty": {"validation_samples": 3, "bootstrap": 50, "sample_sizes": [20, 100]},
 }
 
 
@@ -167,10 +171,13 @@ def test_report_model_and_predictions(tiny_run):
     assert model.classes == ["Cl", "Fi", "Ma"] and model.encoder.dictionary.k == 8
     assert (tiny_run / "results" / "model" / "tiny" / "classifier.ubj").exists()
     rows = list(csv.DictReader(open(tiny_run / "results" / "predictions" / "predictions.csv")))
-    assert len(rows) == 24 and set(rows[0]) == {"file", "class", "probability", "p_Cl", "p_Fi", "p_Ma", "note"}
+    assert len(rows) == 24 and list(rows[0]) == prediction_columns(["Cl", "Fi", "Ma"])
     shares = list(csv.DictReader(open(tiny_run / "results" / "predictions" / "predictions_shares.csv")))
-    assert sum(int(s["images"]) for s in shares) == 24
-    assert abs(sum(float(s["share"]) for s in shares) - 1) < 1e-3
+    assert len(shares) == 5 * 3 and {s["estimator"] for s in shares} == set(ESTIMATORS)
+    default = [s for s in shares if s["default"] == "yes"]
+    assert sum(int(s["images"]) for s in default) == 24 and abs(sum(float(s["share"]) for s in default) - 1) < 1e-3
+    assert all(float(s["lower"]) <= float(s["share"]) <= float(s["upper"]) for s in shares)
+    assert "reliability.png" in html and "share_validation.tsv" in html and "predictions_shares.png" in html
 
 
 def test_console_predict_and_refusal_of_other_weights(tiny_run, tmp_path):
@@ -193,6 +200,113 @@ def test_console_predict_and_refusal_of_other_weights(tiny_run, tmp_path):
     refused = subprocess.run([sys.executable, "-m", "cntem.cli", "predict", "--model", str(model), "--weights",
                               other, str(image)], capture_output=True, text=True)
     assert refused.returncode == 2 and "trained on other features" in refused.stderr
+
+
+def test_uncertainty_is_validated_on_held_out_folds_and_travels_with_the_model(tiny_run, tmp_path):
+    import json
+    import shutil
+
+    from cntem import ActionableError
+    from cntem.io import read_table
+
+    tables = tiny_run / "results" / "uncertainty" / "tiny"
+    before, after = read_table(tables / "calibration.tsv")
+    assert (before["stage"], after["stage"]) == ("before", "after") and before["accuracy"] == after["accuracy"]
+    assert 0 <= float(after["ece"]) <= 1 and float(after["temperature"]) > 0
+    coverage = read_table(tables / "coverage.tsv")
+    assert [r["class"] for r in coverage] == ["all", "Cl", "Fi", "Ma"]
+    assert coverage[0]["micrographs"] == "24"  # one score per micrograph: the unrotated validation rows of 2 folds
+    assert sum(int(r["micrographs"]) for r in coverage[1:]) == 24 and 0 <= float(coverage[0]["coverage"]) <= 1
+    summary = read_table(tables / "share_validation.tsv")
+    defaults = {r["estimator"] for r in summary if r["default"] == "yes"}
+    # 2 folds x 2 scenarios x 2 sizes x 3 samples, each with 5 estimators x 3 classes
+    assert len(read_table(tables / "share_validation_samples.tsv")) == 2 * 2 * 2 * 3 * 5 * 3
+    bundle = tiny_run / "results" / "model" / "tiny"
+    model = Model.load(bundle)
+    assert defaults == {model.uncertainty.default_estimator}
+    assert model.uncertainty.run_["method"] == "squash-k8/xgboost"
+    # an older bundle, or one whose uncertainty.json is missing or another model's, is refused with the command
+    command = re.escape("snakemake --cores all results/model/old/uncertainty.json --configfile <your config>")
+    old = tmp_path / "old"
+    shutil.copytree(bundle, old)
+    (old / "uncertainty.json").unlink()
+    with pytest.raises(ActionableError, match=command):
+        Model.load(old)
+    shutil.copy(bundle / "uncertainty.json", old)
+    meta = json.loads((old / "model.json").read_text())
+    (old / "model.json").write_text(json.dumps({**meta, "trained_on": {}}))
+    with pytest.raises(ActionableError, match="another model.json.*" + command):
+        Model.load(old)
+    (old / "model.json").write_text(json.dumps({**meta, "format": "cntem-model-4"}))
+    with pytest.raises(ActionableError, match="cntem-model-4.*" + command):
+        Model.load(old)
+
+
+def dom_of(page: Path) -> str:
+    """The page as Debian's chromium renders it headless, after its load event."""
+    import os
+    import shutil
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/run installs it")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    done = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_the_sample_page_loads_in_a_browser_with_its_pictures_and_the_csvs_numbers(tiny_run):
+    from html.parser import HTMLParser
+
+    out = tiny_run / "results" / "predictions"
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.body, self.images, self.tables, self._table = {}, [], {}, None
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "body":
+                self.body = attrs
+            elif tag == "img":
+                self.images.append(attrs["src"])
+            elif tag == "table":
+                self._table = self.tables.setdefault(attrs["id"], [])
+            elif tag == "tr" and self._table is not None:
+                self._table.append({})
+            elif tag == "td":
+                self._column = attrs["data-column"]
+                self._table[-1][self._column] = ""
+
+        def handle_endtag(self, tag):
+            if tag == "table":
+                self._table = None
+            elif tag == "td":
+                self._column = None
+
+        def handle_data(self, data):
+            if self._table is not None and getattr(self, "_column", None):
+                self._table[-1][self._column] += data
+
+    page = Page()
+    page.feed(dom_of(out / "predictions.html"))
+    # 24 thumbnails, the shares and review figures, the model's two validation figures: all decoded by the browser
+    assert len(page.images) == 24 + 2 + 2 and all((out / src).is_file() for src in page.images)
+    assert page.body["data-images-loaded"] == "28" and page.body["data-images-broken"] == "0"
+    shown = lambda table: [r for r in page.tables[table] if r]  # noqa: E731  (the header row has no cells)
+    columns = ["estimator", "class", "share", "lower", "upper", "default", "images"]
+    shares = list(csv.DictReader(open(out / "predictions_shares.csv")))
+    assert shown("shares") == [{c: r[c] for c in columns} for r in shares] and shares[0]["default"] == "yes"
+    review = list(csv.DictReader(open(out / "predictions_review.csv")))
+    assert shown("review") == [{c: r[c] for c in ["file", "class", "probability", "set", "doubt", "note"]}
+                               for r in review]
+    assert [float(r["doubt"]) for r in review] == sorted((float(r["doubt"]) for r in review), reverse=True)
+    predictions = list(csv.DictReader(open(out / "predictions.csv")))
+    assert sorted(r["file"] for r in review) == sorted(r["file"] for r in predictions if r["review"] == "yes")
 
 
 def test_metrics_are_identical_run_to_run(tiny_run):
@@ -274,7 +388,8 @@ def test_editing_predict_or_report_settings_retrains_nothing(tiny_run):
     edited = {**TINY, "predict": {"input": "results/demo/images/CNT-Fiber-0001.tif"},
               "report": {"tsne_perplexity": 5, "seed": 3}, "hypercolumns": {**TINY["hypercolumns"], "batch_size": 4}}
     plan = snakemake(tiny_run, edited, "-n")
-    for rule in ("extract_hypercolumns", "fit_dictionary", "encode_vlad", "train_classifier", "train_model"):
+    for rule in ("extract_hypercolumns", "fit_dictionary", "encode_vlad", "train_classifier", "train_model",
+                 "fit_uncertainty"):
         assert f"rule {rule}:" not in plan, rule
     assert "rule predict:" in plan and "rule figure_tsne:" in plan  # what those settings do change
 
@@ -317,6 +432,8 @@ def test_prediction_path_agrees_with_cross_validation(tiny_run, weights, method)
         if method == "squash-pooled":  # the fold file holds the shards' values, unchanged
             val = [(i, int(r)) for i, r in zip(splits["val"]["ids"], splits["val"]["rotations"])]
             np.testing.assert_array_equal(splits["val"]["X"], store.pooled_hypercolumns(val))
+    # the deployed bundle's uncertainty (fitted on k8/xgboost's out-of-fold predictions): the same object below
+    model.uncertainty = Model.load(results / "model" / "tiny").uncertainty
     model.save(tiny_run / f"fold0_{method}_model" / "model.json")
     deployed = Model.load(tiny_run / f"fold0_{method}_model")
     assert deployed.encoder.describe() == model.encoder.describe()
@@ -330,20 +447,26 @@ def test_prediction_path_agrees_with_cross_validation(tiny_run, weights, method)
     predicted, _ = predict_images(deployed, [e["path"] for e in entries], weights, torch.device("cpu"))
     cv = read_table(fold / "xgboost" / "predictions.tsv")
     assert [p["class"] for p in predicted] == [r["predicted"] for r in cv]
-    for p, r in zip(predicted, cv):
-        assert all(abs(float(p[f"p_{c}"]) - float(r[f"p_{c}"])) < 1e-3 for c in ("Cl", "Fi", "Ma"))
+    # cross-validation's probabilities through the bundle's Uncertainty, as fit_uncertainty reads them
+    assessed = deployed.uncertainty.assess(read_out_of_fold([fold / "xgboost" / "predictions.tsv"], ["Cl", "Fi", "Ma"],
+                                                            group_of)["proba"])
+    for p, calibrated, in_set, review in zip(predicted, assessed["proba"], assessed["sets"], assessed["review"]):
+        assert all(abs(float(p[f"p_{c}"]) - v) < 1e-3 for c, v in zip(("Cl", "Fi", "Ma"), calibrated))
+        assert p["set"] == ";".join(c for c, inside in zip(("Cl", "Fi", "Ma"), in_set) if inside)
+        assert p["review"] == ("yes" if review else "no")
 
 
 def test_a_model_of_pooled_hypercolumns_is_trained_and_predicts(tiny_run, tmp_path):
-    """model.method squash-pooled/logistic retrains the model alone (nothing upstream, no dictionary), records its
-    method, and the predict target classifies through it."""
+    """model.method squash-pooled/logistic retrains the model (nothing upstream, no dictionary) and cross-validates
+    its run for its uncertainty, records its method, and the predict target classifies through it."""
     import shutil
 
     work = tmp_path / "work"
     shutil.copytree(tiny_run, work, symlinks=True)  # modification times kept: the run's outputs stay up to date
     pooled = {**TINY, "model": {"scheme": "tiny", "method": "squash-pooled/logistic"}}
-    assert job_counts(snakemake(work, pooled, "results/predictions/predictions.csv")) == {"train_model": 1,
-                                                                                          "predict": 1}
+    # its uncertainty is fitted on its own run's out-of-fold predictions: squash-pooled/logistic's 2 folds, new here
+    assert job_counts(snakemake(work, pooled, "results/predictions/predictions.csv")) == {
+        "train_classifier": 2, "train_model": 1, "fit_uncertainty": 1, "predict": 1}
     folder = work / "results" / "model" / "tiny"
     meta = yaml.safe_load((folder / "model.json").read_text())
     assert meta["encoder"] == {"representation": "pooled", "taps": list(ExtractionSettings().taps)}
@@ -369,8 +492,8 @@ def test_auto_deploys_the_selections_winner_and_records_why(tiny_run, tmp_path):
     shutil.copytree(tiny_run, work, symlinks=True)  # modification times kept: the run's outputs stay up to date
     candidates = ["squash-k8/xgboost", "squash-k4/random_forest", "squash-pooled/xgboost", "squash-pooled/random_forest"]
     auto = {**TINY, "selection": {"candidates": candidates}, "model": {"scheme": "tiny", "method": "auto"}}
-    ran = job_counts(snakemake(work, auto, "results/model/tiny/model.json"))
-    assert ran["select_method"] == 2 and ran["nested_cv"] == ran["train_model"] == 1
+    ran = job_counts(snakemake(work, auto, "results/model/tiny/uncertainty.json"))
+    assert ran["select_method"] == 2 and ran["nested_cv"] == ran["train_model"] == ran["fit_uncertainty"] == 1
     assert not {"fit_dictionary", "encode_vlad", "train_classifier", "train_baseline", "evaluate"} & set(ran)
     results = work / "results"
     comparison = {r["method"]: r for r in read_table(results / "comparison.tsv") if r["balance"] == "rotate"}
@@ -384,6 +507,7 @@ def test_auto_deploys_the_selections_winner_and_records_why(tiny_run, tmp_path):
     winner = Method.parse(candidates[best])
     model = Model.load(results / "model" / "tiny")
     assert model.classifier.name == winner.classifier
+    assert model.uncertainty.run_["method"] == winner.name
     assert model.encoder.describe()["representation"] == winner.representation.kind
     nested = read_table(results / "nested.tsv")[0]
     assert nested["plain_winner"] == candidates[best] and nested["n_candidates"] == "4"

@@ -1,4 +1,5 @@
-"""Rule predict: classify the images of config predict.input with the trained model.
+"""Rule predict: classify the images of config predict.input with the trained model bundle: calibrated
+probabilities, prediction sets, review flags, class shares with intervals, figures and the sample's page.
 
 Unreadable files are skipped and listed (predictions_unreadable.csv and this rule's log); the job
 fails only when no image at all could be classified (then the log alone lists them).
@@ -17,7 +18,9 @@ model.check_compatible(weights, snakemake.params.taps, snakemake.params.input_mo
 rows, unreadable = predict_images(model, list_images([snakemake.input.images]), weights,
                                   resolve_device(runtime["device"]), runtime["hypercolumns"]["batch_size"],
                                   progress=True, rotation_averaging=snakemake.params.rotation_averaging)
-write_predictions(rows, unreadable, model.classes, output.predictions, output.shares, output.unreadable)
+write_predictions(rows, unreadable, model, dict(output.items()), title=snakemake.params.title,
+                  gallery_size=snakemake.params.gallery_size)
 # A failed job's outputs are deleted by Snakemake: with nothing classified, the reasons are in this log only.
 require_a_classified_image(rows, unreadable, snakemake.log[0])
-log.info("%d images classified, %d unreadable (listed in %s)", len(rows), len(unreadable), output.unreadable)
+log.info("%d images classified, %d flagged for review, %d unreadable (listed in %s)", len(rows),
+         sum(r["review"] == "yes" for r in rows), len(unreadable), output.unreadable)

@@ -8,8 +8,11 @@ from . import WEIGHTS_CACHE, ActionableError, __version__, log_to
 from .features import ExtractionSettings
 
 EXIT_CODES = """\
-Beside --out (default predictions.csv) it writes <name>_shares.csv (the share of each class among the
-classified images) and <name>_unreadable.csv (file, reason). A file that cannot be decoded is listed
+Every image gets calibrated class probabilities, a prediction set (the classes the true one is among at the
+bundle's coverage) and a review flag. Beside --out (default predictions.csv) it writes <name>_shares.csv (the
+share of each class by every estimator, the default first, with intervals), <name>_review.csv (the flagged
+images, most doubtful first), <name>_shares.png, <name>_review.png, the page <name>.html (with <name>_files/)
+and <name>_unreadable.csv (file, reason). A file that cannot be decoded is listed
 there and on stderr, and the others are still classified. An image far smaller than the network
 input is classified with a warning on stderr and in the predictions' note column.
 
@@ -24,18 +27,22 @@ exit status:
 def _predict(args) -> int:
     from .backbone import load_weights, resolve_device
     from .model import Model
-    from .predict import class_shares, list_images, output_paths, predict_images, require_a_classified_image, write_predictions
+    from .predict import list_images, output_paths, predict_images, require_a_classified_image, write_predictions
 
     model = Model.load(args.model)
     weights = load_weights(args.weights or model.weights_["name"], args.weights_cache)
     rows, unreadable = predict_images(model, list_images(args.images), weights, resolve_device(args.device),
                                       args.batch_size, progress=True, rotation_averaging=args.rotation_averaging)
     paths = output_paths(args.out)
-    write_predictions(rows, unreadable, model.classes, *paths.values())
+    shares = write_predictions(rows, unreadable, model, paths, title=paths["predictions"].stem)
     require_a_classified_image(rows, unreadable, paths["unreadable"])
-    print(f"{len(rows)} images classified -> {paths['predictions']} (class shares: {paths['shares']})")
-    for share in class_shares(rows, model.classes):
-        print(f"  {share['class']:>4}: {share['images']:5d} images  {100 * float(share['share']):5.1f}%")
+    print(f"{len(rows)} images classified -> {paths['predictions']} (class shares: {paths['shares']}; "
+          f"page: {paths['page']})")
+    for share in (s for s in shares if s["default"] == "yes"):
+        print(f"  {share['class']:>4}: {share['images']:5d} images  {100 * float(share['share']):5.1f}% "
+              f"({100 * float(share['lower']):.1f}-{100 * float(share['upper']):.1f}%, {share['estimator']})")
+    flagged = sum(r["review"] == "yes" for r in rows)
+    print(f"{flagged} images flagged for review -> {paths['review']}")
     if unreadable:
         print(f"{len(unreadable)} unreadable files not classified -> {paths['unreadable']}")
     return 0

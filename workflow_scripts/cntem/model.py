@@ -4,12 +4,15 @@
 VisualDictionary, the paper's, or a PooledHypercolumnEncoder; a Classifier) and knows what its features
 are: the extraction settings and the weights' identity and input convention, read from the shards it
 was trained on. Saved as a folder: ``model.json`` (classes, encoder with its representation, classifier,
-extraction, weights, provenance), what the encoder keeps (VLAD: ``dictionary.h5``) and the classifier
-in its own format (XGBoost ``.ubj`` or a scikit-learn ``.joblib``).
+extraction, weights, provenance), what the encoder keeps (VLAD: ``dictionary.h5``), the classifier
+in its own format (XGBoost ``.ubj`` or a scikit-learn ``.joblib``) and ``uncertainty.json``: the calibration,
+conformal sets and share estimators fitted on the out-of-fold predictions of the run the model deploys
+(:class:`~cntem.uncertainty.Uncertainty`, rule fit_uncertainty), tied to this model.json by its sha256.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -22,14 +25,17 @@ from .backbone import Preprocess, Weights
 from .classify import Classifier
 from .features import ExtractionSettings
 from .pooled import PooledHypercolumnEncoder
+from .uncertainty import FILE as UNCERTAINTY_FILE
+from .uncertainty import Uncertainty
 from .vlad import VladEncoder
 
 log = logging.getLogger(__name__)
 
-FORMAT = "cntem-model-4"  # 4: the input mode; 3: XGBoost as a Booster cut at its best round, screened columns inside
-# The command that trains a model, as messages advise it (<scheme>, <your config>: the user's). The target comes
-# first: --configfile takes every name after it.
+FORMAT = "cntem-model-5"  # 5: uncertainty.json; 4: the input mode; 3: XGBoost as a Booster cut at its best round, screened columns inside
+# The commands messages advise (<scheme>, <your config>: the user's). The target comes first: --configfile takes every
+# name after it.
 TRAIN_MODEL_COMMAND = "snakemake --cores all results/model/<scheme>/model.json --configfile <your config>"
+REBUILD_BUNDLE_COMMAND = "snakemake --cores all results/model/<scheme>/uncertainty.json --configfile <your config>"
 # The image representations a model can use, by the name model.json records (encoder.representation).
 ENCODERS = {encoder.name: encoder for encoder in (VladEncoder, PooledHypercolumnEncoder)}
 
@@ -50,6 +56,8 @@ class Model:
         self.extraction_: ExtractionSettings | None = None
         self.weights_: dict = {}  # name, sha256, random, preprocess of the weights the features came from
         self.trained_on_: dict = {}
+        self.uncertainty: Uncertainty | None = None  # fitted on out-of-fold predictions of the deployed run
+        self.folder_: Path | None = None  # where load() found the bundle (its validation figures are there)
 
     @property
     def classes(self) -> list[str]:
@@ -154,7 +162,11 @@ class Model:
                 "classifier": {**self.classifier.describe(), "file": classifier_file},
                 "extraction": dataclasses.asdict(self.extraction_), "weights": self.weights_,
                 "trained_on": self.trained_on_, "settings": settings or {}}
-        meta_path.write_text(json.dumps(meta, indent=1, default=str))
+        text = json.dumps(meta, indent=1, default=str)
+        meta_path.write_text(text)
+        if self.uncertainty is not None:
+            self.uncertainty.run_ = {**self.uncertainty.run_, "model_sha256": hashlib.sha256(text.encode()).hexdigest()}
+            self.uncertainty.save(out)
 
     @classmethod
     def load(cls, model_dir) -> "Model":
@@ -164,16 +176,25 @@ class Model:
         if not meta_path.is_file():
             raise ActionableError(f"{meta_path}: no model here; give the folder the workflow wrote a model to "
                                   f"(results/model/<scheme>, by {TRAIN_MODEL_COMMAND}) or its model.json")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != FORMAT:
-            raise ActionableError(f"{meta_path}: a model of format {meta.get('format')!r}, not {FORMAT!r}; "
-                                  f"train it again with this version: {TRAIN_MODEL_COMMAND}")
+        text = meta_path.read_text()
+        meta = json.loads(text)
         folder = meta_path.parent
+        rebuild = f"rebuild the bundle with: {REBUILD_BUNDLE_COMMAND.replace('<scheme>', folder.name)}"
+        if meta.get("format") != FORMAT:
+            raise ActionableError(f"{meta_path}: a model of format {meta.get('format')!r}, not {FORMAT!r} (which "
+                                  f"carries calibration, prediction sets and share intervals); {rebuild}")
+        uncertainty_path = folder / UNCERTAINTY_FILE
+        if not uncertainty_path.is_file():
+            raise ActionableError(f"{folder}: no {UNCERTAINTY_FILE} beside model.json; {rebuild}")
+        uncertainty = Uncertainty.load(folder)
+        if uncertainty.run_.get("model_sha256") != hashlib.sha256(text.encode()).hexdigest():
+            raise ActionableError(f"{uncertainty_path} was fitted for another model.json than this one; {rebuild}")
         encoder = ENCODERS[meta["encoder"]["representation"]].load(folder, meta["encoder"])
         model = cls(encoder, Classifier.load(folder / meta["classifier"]["file"], meta["classifier"]))
         extraction = {**meta["extraction"], "taps": tuple(meta["extraction"]["taps"])}
         model.extraction_ = ExtractionSettings(**extraction)
         model.weights_, model.trained_on_ = meta["weights"], meta["trained_on"]
+        model.uncertainty, model.folder_ = uncertainty, folder
         return model
 
 

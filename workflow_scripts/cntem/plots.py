@@ -260,3 +260,88 @@ def activation_maps(examples: list[tuple[str, np.ndarray, list[np.ndarray]]], ta
         axes[0, c].set_title(title, fontsize=9)
     fig.suptitle("Hypercolumn components: mean activation of each tapped layer", fontsize=11)
     _save(fig, path)
+
+
+# ---------------------------------------------------------------------- uncertainty (cntem.uncertainty)
+def reliability_diagram(before: dict, after: dict, path, title: str) -> None:
+    """Top-label reliability on held-out folds before and after calibration (calibration.reliability's dicts)."""
+    fig, (ax, bars) = plt.subplots(2, 1, figsize=(4.6, 5.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    centers = (before["edges"][:-1] + before["edges"][1:]) / 2
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="perfect calibration")
+    for curve, name, colour in ((before, "out-of-fold", "tab:red"), (after, "calibrated", "tab:blue")):
+        seen = curve["counts"] > 0
+        ax.plot(curve["confidence"][seen], curve["accuracy"][seen], "o-", color=colour, ms=4,
+                label=f"{name} (ECE {curve['ece']:.3f})")
+        bars.bar(centers + (0.008 if name == "calibrated" else -0.008), curve["counts"], width=0.016, color=colour)
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    bars.set_xlabel("confidence (top-class probability)")
+    bars.set_ylabel("micrographs")
+    _save(fig, path)
+
+
+def share_validation_figure(summary: list[dict], path, names: dict, level: float) -> None:
+    """Per estimator and sample size, over the validation samples of every held-out fold: mean absolute error of the
+    shares, and how often the interval held the true share."""
+    sizes = sorted({r["size"] for r in summary if r["size"] != "all"})
+    rows = {(r["estimator"], r["size"]): r for r in summary if r["scenario"] == "all"}
+    estimators = list(dict.fromkeys(r["estimator"] for r in summary))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    width = 0.8 / len(sizes)
+    x = np.arange(len(estimators))
+    for i, size in enumerate(sizes):
+        offset = (i - (len(sizes) - 1) / 2) * width
+        axes[0].bar(x + offset, [rows[(e, size)]["mae"] for e in estimators], width, label=f"N = {size}")
+        axes[1].bar(x + offset, [rows[(e, size)]["interval_coverage"] for e in estimators], width, label=f"N = {size}")
+    axes[1].axhline(level, color="black", lw=0.8, ls="--", label=f"nominal {level:.0%}")
+    axes[1].set_ylim(0, 1.02)
+    axes[0].set_ylabel("mean absolute error per class")
+    axes[1].set_ylabel("interval held the true share")
+    for ax in axes:
+        ax.set_xticks(x, [names[e] for e in estimators], rotation=25, ha="right", fontsize=7)
+        ax.legend(fontsize=7)
+    fig.suptitle("Class shares of samples drawn from held-out folds with shifted class proportions", fontsize=10)
+    _save(fig, path)
+
+
+def shares_with_intervals(rows: list[dict], path, names: dict, level: float, title: str) -> None:
+    """Each class's share by every estimator, with its interval; the default estimator filled, the others hollow."""
+    classes = list(dict.fromkeys(r["class"] for r in rows))
+    estimators = list(dict.fromkeys(r["estimator"] for r in rows))
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(classes) + 2), 3.4))
+    width = 0.8 / max(len(estimators), 1)
+    if not rows:
+        ax.text(0.5, 0.5, "no micrograph classified", ha="center", va="center", transform=ax.transAxes)
+    for i, estimator in enumerate(estimators):
+        mine = {r["class"]: r for r in rows if r["estimator"] == estimator}
+        share = np.array([mine[c]["share"] for c in classes])
+        errors = [share - [mine[c]["lower"] for c in classes], [mine[c]["upper"] for c in classes] - share]
+        default = mine[classes[0]]["default"] == "yes"
+        ax.errorbar(np.arange(len(classes)) + (i - (len(estimators) - 1) / 2) * width, share, yerr=np.clip(errors, 0, 1),
+                    fmt="o", mfc=None if default else "white", capsize=2, ms=5 if default else 4,
+                    label=names[estimator] + (" (default)" if default else ""))
+    ax.set_xticks(np.arange(len(classes)), classes)
+    ax.set_ylabel(f"share of micrographs ({level:.0%} interval)")
+    ax.set_ylim(0, 1)
+    if rows:
+        ax.legend(fontsize=6, ncol=2)
+    ax.set_title(title, fontsize=9)
+    _save(fig, path)
+
+
+def review_gallery(rows: list[dict], path, n: int) -> None:
+    """The `n` most doubtful flagged micrographs (rows of the review queue, most doubtful first)."""
+    shown = rows[:n]
+    cols, lines = 4, max(1, -(-len(shown) // 4))
+    fig, axes = plt.subplots(lines, cols, figsize=(2.6 * cols, 2.8 * lines), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, shown):
+        ax.imshow(read_grey(r["file"]), cmap="gray")
+        ax.set_title(f"{Path(r['file']).name}\n{r['class']} ({100 * float(r['probability']):.0f}%), set {{{r['set']}}}",
+                     fontsize=7)
+    if not shown:
+        axes[0, 0].text(0.5, 0.5, "no micrograph flagged for review", ha="center", va="center")
+    fig.suptitle(f"Flagged for review: {len(rows)} micrographs (most doubtful first)", fontsize=11)
+    _save(fig, path)

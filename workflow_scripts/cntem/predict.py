@@ -3,13 +3,17 @@
 Prediction classifies every file it can decode: an unreadable file is listed with its reason
 (``<name>_unreadable.csv`` and the log) instead of stopping the batch, and a file with a warning
 (an image far smaller than the network input) gets it in the ``note`` column.
+
+Through the bundle's :class:`~cntem.uncertainty.Uncertainty` every micrograph gets calibrated probabilities, a
+conformal prediction set and a review flag, and the sample its class shares by every estimator with intervals
+(``<name>_shares.csv``), a review queue (``<name>_review.csv``), figures and a page (``<name>.html``).
 """
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import ActionableError
@@ -50,8 +54,11 @@ def predict_images(model: Model, files, weights: Weights, device: torch.device, 
     """Classify `files` -> (rows, unreadable).
 
     rows: one per classified file, in the order given: file, predicted class, its probability, the
-    probability of every class, and a note ('' or a warning about that file). unreadable: file and
-    reason for every file that could not be decoded; those are logged and left out of rows.
+    probability of every class (calibrated by the model's Uncertainty), the prediction set (classes joined by ';')
+    and its size, the review flag and doubt (1 - top probability), a note ('' or a warning about that file), and
+    under ``raw`` the classifier's own probabilities. unreadable: file and reason for every file that could not be
+    decoded; those are logged and left out of rows. A model without an Uncertainty (assembled in memory, never
+    bundled) gives its own probabilities and leaves set, review and doubt empty.
     With `rotation_averaging` a file's probabilities are the mean over the file and its 90/180/270-degree
     rotated copies (tta.average_over_rotations), each through the same extraction and encoder.
     """
@@ -86,37 +93,77 @@ def predict_images(model: Model, files, weights: Weights, device: torch.device, 
     if rotation_averaging:
         classified, proba = average_over_rotations(classified, [entries[j]["rotation"] for j in kept], proba)
     rows = []
-    for i, p in zip(classified, proba):
+    assessed = model.uncertainty.assess(proba) if model.uncertainty is not None and len(proba) else None
+    for k, (i, raw) in enumerate(zip(classified, proba)):
+        p = assessed["proba"][k] if assessed else raw
         best = int(p.argmax())
-        rows.append({"file": files[i], "class": model.classes[best], "probability": f"{p[best]:.4f}",
-                     **{f"p_{c}": f"{v:.4f}" for c, v in zip(model.classes, p)}, "note": notes.get(i, "")})
+        row = {"file": files[i], "class": model.classes[best], "probability": f"{p[best]:.4f}",
+               **{f"p_{c}": f"{v:.4f}" for c, v in zip(model.classes, p)}, "set": "", "set_size": "", "review": "",
+               "doubt": "", "note": notes.get(i, ""), "raw": tuple(float(v) for v in raw)}
+        if assessed:
+            members = [c for c, inside in zip(model.classes, assessed["sets"][k]) if inside]
+            row.update({"set": ";".join(members), "set_size": len(members),
+                        "review": "yes" if assessed["review"][k] else "no", "doubt": f"{assessed['doubt'][k]:.4f}"})
+        rows.append(row)
     unreadable = [{"file": files[i], "reason": reason} for i, reason in sorted(reasons.items())]
     return rows, unreadable
 
 
-def class_shares(rows: list[dict], classes: list[str]) -> list[dict]:
-    """The share of each class among the classified images (what the reference code's test module reports)."""
-    counts = Counter(r["class"] for r in rows)
-    return [{"class": c, "images": counts.get(c, 0), "share": f"{counts.get(c, 0) / len(rows) if rows else 0:.4f}"}
-            for c in classes]
+def prediction_columns(classes: list[str]) -> list[str]:
+    return ["file", "class", "probability", *(f"p_{c}" for c in classes), "set", "set_size", "review", "doubt", "note"]
+
+
+SHARE_COLUMNS = ["estimator", "class", "share", "lower", "upper", "default", "images"]
+
+
+def review_queue(rows: list[dict]) -> list[dict]:
+    """The flagged rows, most doubtful first (ties: larger set first, then file name)."""
+    flagged = [r for r in rows if r["review"] == "yes"]
+    return sorted(flagged, key=lambda r: (-float(r["doubt"]), -int(r["set_size"]), r["file"]))
+
+
+def class_shares(rows: list[dict], model: Model) -> list[dict]:
+    """Every estimator's share of each class among the classified images, with its interval (the default estimator,
+    chosen by the bundle's validation, first), and the images counted in each class."""
+    counted = {c: sum(r["class"] == c for r in rows) for c in model.classes}
+    estimates = model.uncertainty.shares(np.array([r["raw"] for r in rows]))
+    estimates.sort(key=lambda r: r["default"] != "yes")  # stable: the estimators keep their order
+    return [{**r, **{k: f"{r[k]:.4f}" for k in ("share", "lower", "upper")}, "images": counted[r["class"]]}
+            for r in estimates]
 
 
 def output_paths(out_csv) -> dict[str, Path]:
-    """The predictions CSV and, beside it, ``<name>_shares.csv`` and ``<name>_unreadable.csv``."""
+    """The predictions CSV and, beside it, ``<name>_shares.csv``, ``<name>_review.csv``, ``<name>_unreadable.csv``,
+    the figures ``<name>_shares.png`` and ``<name>_review.png``, the page ``<name>.html`` and its folder of
+    pictures ``<name>_files``."""
     out_csv = Path(out_csv)
-    return {"predictions": out_csv, "shares": out_csv.with_name(out_csv.stem + "_shares.csv"),
-            "unreadable": out_csv.with_name(out_csv.stem + "_unreadable.csv")}
+    beside = lambda suffix: out_csv.with_name(out_csv.stem + suffix)  # noqa: E731
+    return {"predictions": out_csv, "shares": beside("_shares.csv"), "review": beside("_review.csv"),
+            "unreadable": beside("_unreadable.csv"), "shares_figure": beside("_shares.png"),
+            "review_figure": beside("_review.png"), "page": beside(".html"), "page_files": beside("_files")}
 
 
-def write_predictions(rows: list[dict], unreadable: list[dict], classes: list[str], predictions, shares,
-                      unreadable_listing) -> None:
-    """The predictions, the class shares and the unreadable files, as CSVs.
+def write_predictions(rows: list[dict], unreadable: list[dict], model: Model, paths: dict, title: str = "",
+                      gallery_size: int = 12) -> list[dict]:
+    """Everything output_paths names (each written even when empty, so none is left over from an earlier run);
+    returns the share rows."""
+    from . import plots
+    from .quantify import ESTIMATOR_NAMES
+    from .sample_report import write_page
 
-    All three are written even when empty (a header only), so none is left over from an earlier run.
-    """
-    write_table(predictions, rows, ["file", "class", "probability", *(f"p_{c}" for c in classes), "note"], ",")
-    write_table(shares, class_shares(rows, classes), ["class", "images", "share"], ",")
-    write_table(unreadable_listing, unreadable, ["file", "reason"], ",")
+    write_table(paths["predictions"], rows, prediction_columns(model.classes), ",")
+    shares = class_shares(rows, model) if rows else []
+    write_table(paths["shares"], shares, SHARE_COLUMNS, ",")
+    queue = review_queue(rows)
+    write_table(paths["review"], queue, prediction_columns(model.classes), ",")
+    write_table(paths["unreadable"], unreadable, ["file", "reason"], ",")
+    level = model.uncertainty.settings.interval_level
+    title = title or Path(paths["predictions"]).stem
+    plots.shares_with_intervals([{**r, **{k: float(r[k]) for k in ("share", "lower", "upper")}} for r in shares],
+                                paths["shares_figure"], ESTIMATOR_NAMES, level, f"{title}: {len(rows)} micrographs")
+    plots.review_gallery(queue, paths["review_figure"], gallery_size)
+    write_page(paths, rows, shares, queue, unreadable, model, title)
+    return shares
 
 
 def require_a_classified_image(rows: list[dict], unreadable: list[dict], listing) -> None:
