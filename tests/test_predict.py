@@ -261,7 +261,10 @@ def test_help_documents_the_exit_codes(capsys):
 PREDICT_RULE_ALONE = f"""
 from snakemake.utils import validate
 
+from cntem.method_space import MethodSpace
+
 validate(config, "{REPO}/config/schema.yaml", set_default=True)
+SPACE = MethodSpace(config)
 MODEL_SCHEME = "tiny"
 MAIN_STRATEGY, LEARNING_THREADS = "rotate", 1
 
