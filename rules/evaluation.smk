@@ -135,6 +135,8 @@ rule figure_comparison:
     output:
         report("results/figures/{scheme}/comparison.png", category="3. Figures", subcategory="{scheme}",
                caption="../report/comparison_figure.rst"),
+    params:
+        density=config["hypercolumns"]["density"],
     log:
         "results/logs/figures/{scheme}/comparison.log",
     conda:

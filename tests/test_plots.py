@@ -36,7 +36,7 @@ def test_method_comparison_draws_one_bar_per_method_of_the_scheme_best_at_the_to
     saved, save = [], plots._save
     monkeypatch.setattr(plots, "_save", lambda fig, path: (saved.append(fig), save(fig, path)))
     path = tmp_path / "comparison.png"
-    plots.method_comparison(comparison_rows(TIDY), path, "4class")
+    plots.method_comparison(comparison_rows(TIDY), path, "4class", density=0.025)
 
     assert path.stat().st_size > 5000 and path.with_suffix(".pdf").exists()
     (ax,) = saved[0].axes
@@ -45,6 +45,7 @@ def test_method_comparison_draws_one_bar_per_method_of_the_scheme_best_at_the_to
     labels = [t.get_text() for t in sorted(ax.get_yticklabels(), key=lambda t: -t.get_position()[1])]
     assert labels[0] == "VGG16 pooled top layer (baseline) · linear_softmax · none"
     assert ax.get_xlabel() == "mean over the splits of 5-fold CV"
+    assert ax.get_title() == "Cross-validated methods, 4class (hypercolumns at 2.5% of the pixels)"
     assert labels[3] == "VLAD of hypercolumns, K=10 · adaboost · rotate"
     (error_bars,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
     segments = sorted(error_bars.lines[2][0].get_segments(), key=lambda s: -s[0, 1])

@@ -4,5 +4,6 @@ from cntem.io import read_table
 from cntem.plots import method_comparison
 
 log = rule_log(snakemake.log[0])
-method_comparison(read_table(snakemake.input.comparison), snakemake.output[0], snakemake.wildcards.scheme)
+method_comparison(read_table(snakemake.input.comparison), snakemake.output[0], snakemake.wildcards.scheme,
+                  snakemake.params.density)
 log.info("comparison of the methods of %s", snakemake.wildcards.scheme)

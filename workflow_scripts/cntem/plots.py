@@ -200,9 +200,10 @@ def k_study(runs: list[dict], path_accuracy, path_time, scheme: str) -> None:
         _save(fig, path)
 
 
-def method_comparison(rows: list[dict], path, scheme: str) -> None:
+def method_comparison(rows: list[dict], path, scheme: str, density: float | None = None) -> None:
     """Every cross-validated method of `scheme`, best at the top: accuracy bars (+- std over folds, clipped to
-    [0, 1]) and macro-F1 as a marker; rows: evaluate.comparison_rows (of any schemes)."""
+    [0, 1]) and macro-F1 as a marker; rows: evaluate.comparison_rows (of any schemes); `density`: the share of pixels
+    whose hypercolumns were sampled, said in the title."""
     rows = sorted((r for r in rows if r["scheme"] == scheme), key=lambda r: int(r["rank"]))
     accuracy = [float(r["accuracy_mean"]) for r in rows]
     macro_f1 = [float(r["macro_f1_mean"]) for r in rows]
@@ -222,7 +223,8 @@ def method_comparison(rows: list[dict], path, scheme: str) -> None:
     ax.set_xlabel(f"mean over the splits of {cv_description(rows[0]['n_folds'], rows[0]['n_repeats'])}")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(handles=[bars, markers], loc="lower left", bbox_to_anchor=(0, 1), ncol=2, fontsize=8, frameon=False)
-    ax.set_title(f"Cross-validated methods, {scheme}", fontsize=10, pad=22)
+    sampled = f" (hypercolumns at {100 * density:g}% of the pixels)" if density is not None else ""
+    ax.set_title(f"Cross-validated methods, {scheme}{sampled}", fontsize=10, pad=22)
     _save(fig, path)
 
 
