@@ -377,3 +377,52 @@ def test_auto_deploys_the_selections_winner_and_records_why(tiny_run, tmp_path):
         assert seen and not seen & val_ids and outer["candidates"] == candidates
         assert outer["chosen"] == selection["nested"]["choices"][split] and outer["outer"]["n_val"] == len(val_ids)
         assert outer["leakage_check"][0].startswith(f"ok  tiny/nested/fold{split}: 12 validation images unseen")
+
+
+FUSIONS = ["squash-k8+squash-pooled/xgboost", "squash-k8+squash-pooled/mean-xgboost",
+           "squash-k8+squash-pooled/stack-xgboost", "squash-k8/mean-xgboost+random_forest"]
+
+
+def test_fusions_are_cross_validated_beside_their_members_and_selected(tiny_run, tmp_path):
+    """fusion.methods: the early fusion fits one classifier per fold on the members' fold files side by side, the late
+    ones combine the members' fold predictions (the mean exactly, the stack fitted inside the training fold); all are
+    evaluated, leakage-checked and compared beside their members, and scored by the nested selection."""
+    import json
+    import shutil
+
+    from cntem.io import read_table
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_run, work, symlinks=True)  # modification times kept: the run's outputs stay up to date
+    candidates = ["squash-k8/xgboost", "squash-pooled/xgboost", *FUSIONS]
+    config = {**TINY, "fusion": {"methods": FUSIONS}, "selection": {"nested": True, "candidates": candidates}}
+    ran = job_counts(snakemake(work, config, "results/comparison.tsv", "results/leakage_check.txt",
+                               "results/nested.tsv"))
+    assert ran["train_classifier"] == 2 and ran["late_fusion"] == 6 and ran["evaluate"] == 4  # 2 folds each
+    assert ran["select_method"] == 2 and not {"fit_dictionary", "encode_vlad", "extract_hypercolumns"} & set(ran)
+    results = work / "results"
+    comparison = {r["method"]: r for r in read_table(results / "comparison.tsv")}
+    assert set(FUSIONS) | {"squash-k8/xgboost", "squash-pooled/xgboost", "squash-k8/random_forest"} <= set(comparison)
+    assert comparison[FUSIONS[0]]["label"] == ("squash VLAD of hypercolumns, K=8 + squash pooled hypercolumns "
+                                               "(standardised, concatenated)")
+    assert comparison[FUSIONS[1]]["classifier"] == "mean-xgboost" and comparison[FUSIONS[1]]["input_mode"] == "squash"
+    fold = results / "tiny" / "rotate" / "squash-k8+squash-pooled" / "fold1"
+    assert json.loads((fold / "xgboost" / "fit.json").read_text())["standardised_blocks"] == [8 * 1472, 2 * 1472]
+    members = [read_table(results / "tiny" / "rotate" / rep / "fold1" / "xgboost" / "predictions.tsv")
+               for rep in ("squash-k8", "squash-pooled")]
+    for row, *member in zip(read_table(fold / "mean-xgboost" / "predictions.tsv"), *members):
+        assert row["p_Fi"] == f"{(float(member[0]['p_Fi']) + float(member[1]['p_Fi'])) / 2:.6f}"
+    leakage = (results / "leakage_check.txt").read_text()
+    assert ("ok  tiny/rotate/squash-k8+squash-pooled/stack-xgboost/fold1: 12 validation images unseen by "
+            "classifier, dictionary/PCA, squash-k8/xgboost classifier, squash-k8/xgboost early stopping, "
+            "squash-pooled/xgboost classifier, squash-pooled/xgboost early stopping, stacking combiner, "
+            "stacking inner fits") in leakage
+    plan = read_table(results / "tiny" / "rotate" / "plan.tsv")
+    stack = json.loads((fold.parent / "fold1" / "stack-xgboost" / "fit.json").read_text())
+    val_ids = {r["id"] for r in plan if r["fold"] == "1" and r["role"] == "val"}
+    assert stack["train_ids"] and not set(stack["train_ids"]) & val_ids
+    assert not {i for f in stack["inner_folds"] for part in f.values() for i in part} & val_ids
+    nested = read_table(results / "nested.tsv")[0]
+    assert nested["n_candidates"] == str(len(candidates))
+    outer = json.loads((results / "tiny" / "nested" / "fold1.json").read_text())
+    assert list(outer["inner_scores"]) == candidates and outer["chosen"] in candidates
