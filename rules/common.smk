@@ -228,13 +228,18 @@ def representation_settings(representation):
 
 
 def method_settings(method):
-    return {"representation_settings": representation_settings(method.representation),
-            "classifier_settings": config[method.classifier]}
+    """A model's settings; a fused one's by single representation and by classifier, and the stacking's."""
+    if not method.is_fused:
+        return {"representation_settings": representation_settings(method.representation),
+                "classifier_settings": config[method.classifier]}
+    return {"representation_settings": {r.name: representation_settings(r) for r in method.representation.singles},
+            "classifier_settings": {c: config[c] for c in method.classifiers},
+            "stack": config["fusion"]["stack"] if method.combiner == "stack" else {}}
 
 
 def model_shards(wildcards):
     """train_model's shards, named shards_<mode> for each input mode the model may use."""
-    modes = {m.representation.input_mode for m in SPACE.model_candidates()}
+    modes = {mode for m in SPACE.model_candidates() for mode in m.representation.input_modes}
     return {f"shards_{mode}": mode_shards(mode) for mode in sorted(modes)}
 
 

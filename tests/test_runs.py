@@ -55,7 +55,7 @@ def test_a_method_name_round_trips_through_its_parts(name, parts):
 ])
 def test_a_fused_name_round_trips_and_names_its_members(name, members, columns):
     method = Method.parse(name)
-    assert method.name == name and method.is_fused and not method.deployable
+    assert method.name == name and method.is_fused and method.deployable
     assert [m.name for m in method.members] == members
     assert Representation.parse(method.representation.name) == method.representation
     assert re.fullmatch(METHOD_PATTERN, name) and re.fullmatch(REPRESENTATION_PATTERN, method.representation.name)
@@ -172,12 +172,12 @@ def test_fusions_are_runs_beside_their_members_and_candidates_the_config_implies
     # 4class: no hierarchical (nor the fusion with a hierarchical member)
     assert len(space.candidates("4class")) == 1 + 1 * 3 + 1 * 2 + 2 + 4
     assert [m.name for m in space.candidates("4class")[-4:]] == FUSIONS
-    # model.method auto deploys the plain winner, and a fused model is not deployable yet: no fused candidate then
+    # a fused method is deployable: model.method auto chooses among the same candidates, or names one
     auto = MethodSpace({**config, "model": {**config["model"], "method": "auto"}})
-    assert len(auto.candidates("4class")) == 1 + 1 * 3 + 1 * 2 + 2 and not any(
-        m.is_fused for m in auto.candidates("4class"))
+    assert auto.model_candidates() == space.candidates("8class") and auto.problems() == []
     named = MethodSpace({**config, "model": {**config["model"], "method": FUSIONS[1]}})
-    assert "cannot be deployed" in named.problems()[0]
+    assert named.problems() == [] and [m.name for m in named.model_candidates()] == [FUSIONS[1]]
+    assert "not extracted" in MethodSpace(config_of(model={"method": FUSIONS[1]})).problems()[0]
     missing = MethodSpace(config_of(fusion={"methods": ["squash-k50+native-pooled/logistic"]}))
     assert "needs input mode(s) native" in missing.problems()[0]
     assert "is no fusion" in MethodSpace(config_of(fusion={"methods": ["squash-k50/logistic"]})).problems()[0]

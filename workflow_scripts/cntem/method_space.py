@@ -108,10 +108,9 @@ class MethodSpace:
     def all_candidates(self, scheme: str) -> list[Method]:
         """Every plain method cross-validated on a scheme at the main balance strategy, in the order ties are broken
         by: the paper's first, then the K study's (K, then classifier), the pooled hypercolumns', those of each
-        further input mode, the fusions. The baseline is no candidate: a model cannot deploy it; nor, with
-        model.method auto, are fusions, which a model cannot deploy yet (they are candidates of selection.nested)."""
+        further input mode, the fusions. The baseline is no candidate: a model cannot deploy it."""
         methods = [self.paper_method(), *self._main_balance_methods(scheme)]
-        return list(dict.fromkeys(m for m in methods if m.deployable or (m.is_fused and not self.auto_model)))
+        return list(dict.fromkeys(m for m in methods if m.deployable))
 
     def candidates(self, scheme: str) -> list[Method]:
         """The candidates of a scheme's selection, in the order ties are broken by: selection.candidates (those
@@ -151,10 +150,7 @@ class MethodSpace:
                                 "are not extracted; add them to representations.input_modes")
         runs = {m.name for s in self.schemes for m in self.all_candidates(s)}
         for name in self.config["selection"]["candidates"] or []:
-            if name in (f.name for f in self.fusions) and self.auto_model:
-                problems.append(f"selection.candidates: {name!r} is a fusion, which model.method auto cannot deploy "
-                                "(yet); select among fusions with selection.nested and a named model.method")
-            elif name not in runs:
+            if name not in runs:
                 problems.append(f"selection.candidates: {name!r} is not cross-validated at the main balance strategy; "
                                 f"candidates: {', '.join(sorted(runs))}")
         for scheme in (s for s in self.nested_schemes() if not self.candidates(s)):
@@ -167,12 +163,11 @@ class MethodSpace:
                 problems.append(f"model.method: {exc}")
             else:
                 if method.averaging or not method.deployable:
-                    problems.append(f"model.method: {name!r} cannot be deployed: a model is a VLAD or pooled "
-                                    "representation with one classifier, without test-time averaging "
-                                    "(predict.rotation_averaging averages at prediction time); fusions are "
-                                    "cross-validated and selected (selection.nested), not deployed yet")
-                elif method.representation.input_mode not in self.input_modes:
-                    problems.append(f"model.method: {name!r} is in input mode {method.representation.input_mode}, "
-                                    f"which is not extracted; set hypercolumns.input_mode or add it to "
-                                    "representations.input_modes")
+                    problems.append(f"model.method: {name!r} cannot be deployed: a model is made of VLAD or pooled "
+                                    "representations, without test-time averaging (predict.rotation_averaging "
+                                    "averages at prediction time)")
+                missing = [m for m in method.representation.input_modes if m not in self.input_modes]
+                if missing:
+                    problems.append(f"model.method: {name!r} is in input mode {', '.join(missing)}, which is not "
+                                    f"extracted; set hypercolumns.input_mode or add it to representations.input_modes")
         return problems

@@ -26,7 +26,9 @@ from .vlad import VladEncoder
 
 log = logging.getLogger(__name__)
 
-FORMAT = "cntem-model-4"  # 4: the input mode; 3: XGBoost as a Booster cut at its best round, screened columns inside
+# 5: fused models (cntem.fused_model: parts in sub-folders, a part without a classifier); 4: the input mode; 3: XGBoost
+# as a Booster cut at its best round, screened columns inside
+FORMAT = "cntem-model-5"
 # The image representations a model can use, by the name model.json records (encoder.representation).
 ENCODERS = {encoder.name: encoder for encoder in (VladEncoder, PooledHypercolumnEncoder)}
 
@@ -40,9 +42,10 @@ class Model:
 
     ``fit(store, entries, labels, groups)`` fits the encoder (VLAD: its dictionary) and the classifier on
     the shard entries; ``encode_images`` represents image files through the same encoder, for ``predict_proba``.
+    A part of an early-fused model (cntem.fused_model) has no classifier of its own (None).
     """
 
-    def __init__(self, encoder: VladEncoder | PooledHypercolumnEncoder, classifier: Classifier):
+    def __init__(self, encoder: VladEncoder | PooledHypercolumnEncoder, classifier: Classifier | None):
         self.encoder, self.classifier = encoder, classifier
         self.extraction_: ExtractionSettings | None = None
         self.weights_: dict = {}  # name, sha256, random, preprocess of the weights the features came from
@@ -50,7 +53,7 @@ class Model:
 
     @property
     def classes(self) -> list[str]:
-        return self.classifier.classes
+        return self.classifier.classes if self.classifier is not None else []
 
     @classmethod
     def from_parts(cls, encoder: VladEncoder | PooledHypercolumnEncoder, classifier: Classifier, store) -> "Model":
@@ -146,16 +149,17 @@ class Model:
         out = meta_path.parent
         out.mkdir(parents=True, exist_ok=True)
         encoder = self.encoder.save(out)
-        classifier_file = Path(self.classifier.save(out / "classifier")).name
+        classifier = None if self.classifier is None else {
+            **self.classifier.describe(), "file": Path(self.classifier.save(out / "classifier")).name}
         meta = {"format": FORMAT, "cntem_version": __version__, "classes": self.classes, "encoder": encoder,
-                "classifier": {**self.classifier.describe(), "file": classifier_file},
+                "classifier": classifier,
                 "extraction": dataclasses.asdict(self.extraction_), "weights": self.weights_,
                 "trained_on": self.trained_on_, "settings": settings or {}}
         meta_path.write_text(json.dumps(meta, indent=1, default=str))
 
     @classmethod
     def load(cls, model_dir) -> "Model":
-        """A model folder (or its model.json) written by save()."""
+        """A model folder (or its model.json) written by save(), or by FusedModel.save (then a FusedModel)."""
         path = Path(model_dir)
         meta_path = path / "model.json" if path.is_dir() else path
         if not meta_path.is_file():
@@ -166,8 +170,13 @@ class Model:
             raise ActionableError(f"{meta_path}: a model of format {meta.get('format')!r}, not {FORMAT!r}; "
                                   "train it again with this version (target 'model')")
         folder = meta_path.parent
+        if "fused" in meta:
+            from .fused_model import FusedModel
+
+            return FusedModel.load(folder, meta)
         encoder = ENCODERS[meta["encoder"]["representation"]].load(folder, meta["encoder"])
-        model = cls(encoder, Classifier.load(folder / meta["classifier"]["file"], meta["classifier"]))
+        description = meta["classifier"]
+        model = cls(encoder, None if description is None else Classifier.load(folder / description["file"], description))
         extraction = {**meta["extraction"], "taps": tuple(meta["extraction"]["taps"])}
         model.extraction_ = ExtractionSettings(**extraction)
         model.weights_, model.trained_on_ = meta["weights"], meta["trained_on"]

@@ -196,9 +196,9 @@ class Representation:
 
     @property
     def deployable(self) -> bool:
-        """Whether a model can deploy it (the baseline's top layer has no model encoder; a fused one has no model
-        yet: evaluated and selected, not deployed)."""
-        return self.kind != FUSED and KINDS[self.kind].deployable
+        """Whether a model can deploy it (the baseline's top layer has no model encoder; a fused one is deployed as
+        its parts' encoders, cntem.fused_model)."""
+        return all(KINDS[p.kind].deployable for p in self.singles)
 
 
 @dataclass(frozen=True, order=True)
@@ -327,12 +327,12 @@ class Method:
 
     @property
     def is_fused(self) -> bool:
-        """Early or late fusion: not deployable as a model (yet)."""
+        """Early or late fusion (deployed as a cntem.fused_model.FusedModel)."""
         return bool(self.combiner) or self.representation.kind == FUSED
 
     @property
     def deployable(self) -> bool:
-        return not self.combiner and self.representation.deployable
+        return self.representation.deployable
 
     @property
     def predictions_file(self) -> str:
