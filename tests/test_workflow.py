@@ -383,10 +383,11 @@ FUSIONS = ["squash-k8+squash-pooled/xgboost", "squash-k8+squash-pooled/mean-xgbo
            "squash-k8+squash-pooled/stack-xgboost", "squash-k8/mean-xgboost+random_forest"]
 
 
-def test_fusions_are_cross_validated_beside_their_members_and_selected(tiny_run, tmp_path):
+def test_fusions_are_cross_validated_beside_their_members_selected_and_deployed(tiny_run, tmp_path, weights):
     """fusion.methods: the early fusion fits one classifier per fold on the members' fold files side by side, the late
     ones combine the members' fold predictions (the mean exactly, the stack fitted inside the training fold); all are
-    evaluated, leakage-checked and compared beside their members, and scored by the nested selection."""
+    evaluated, leakage-checked and compared beside their members, and scored by the nested selection; the stacked
+    one is deployed and predicts, and each kind deployed from a fold agrees with cross-validation."""
     import json
     import shutil
 
@@ -435,15 +436,15 @@ def test_fusions_are_cross_validated_beside_their_members_and_selected(tiny_run,
     assert nested["n_candidates"] == str(len(candidates))
     outer = json.loads((results / "tiny" / "nested" / "fold1.json").read_text())
     assert list(outer["inner_scores"]) == candidates and outer["chosen"] in candidates
+    assert_deployed_fusions_agree_with_cross_validation(results, tmp_path, weights)
 
 
-def test_a_deployed_fusion_agrees_with_cross_validation(tiny_run, tmp_path, weights):
-    """A fold's fused method deployed as a FusedModel (its parts' encoders from the fold, the early head or the
-    members refitted as their fold jobs were, the late fusion's combiner as the fold job saved it) computes from the
-    image files the features and probabilities cross-validation computed from the shards: early fusion, the mean and
-    stacking."""
+def assert_deployed_fusions_agree_with_cross_validation(results, tmp_path, weights):
+    """Fold 1's fused methods (FUSIONS: early, mean, stack) deployed as FusedModels (their parts' encoders from the
+    fold, the early head or the members refitted as their fold jobs were, the late fusion's combiner as the fold job
+    saved it) compute from the image files the features and probabilities cross-validation computed from the
+    shards."""
     import joblib
-    import shutil
 
     from cntem.config import make_classifier
     from cntem.fused_model import FusedModel
@@ -452,11 +453,6 @@ def test_a_deployed_fusion_agrees_with_cross_validation(tiny_run, tmp_path, weig
     from cntem.predict import predict_images
     from cntem.shards import HypercolumnStore
 
-    work = tmp_path / "work"
-    shutil.copytree(tiny_run, work, symlinks=True)
-    snakemake(work, {**TINY, "fusion": {"methods": FUSIONS[:3]}}, *(f"results/tiny/rotate/{f}/metrics.json"
-                                                                    for f in FUSIONS[:3]))
-    results = work / "results"
     effective = yaml.safe_load((results / "config.yaml").read_text())
     group_of = {r["id"]: r["group"] for r in read_table(results / "tiny" / "folds.tsv")}
     path_of = {r["id"]: r["path"] for r in read_table(results / "images.tsv")}
