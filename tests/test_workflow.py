@@ -413,8 +413,8 @@ def test_fusions_are_cross_validated_beside_their_members_selected_and_deployed(
     results = work / "results"
     comparison = {r["method"]: r for r in read_table(results / "comparison.tsv")}
     assert set(FUSIONS) | {"squash-k8/xgboost", "squash-pooled/xgboost", "squash-k8/random_forest"} <= set(comparison)
-    assert comparison[FUSIONS[0]]["label"] == ("squash VLAD of hypercolumns, K=8 + squash pooled hypercolumns "
-                                               "(standardised, concatenated)")
+    assert comparison[FUSIONS[0]]["label"] == "VLAD of hypercolumns, K=8 (squash) + pooled hypercolumns (squash)"
+    assert comparison[FUSIONS[2]]["label"] == "stack of squash-k8/xgboost + squash-pooled/xgboost"
     assert comparison[FUSIONS[1]]["classifier"] == "mean-xgboost" and comparison[FUSIONS[1]]["input_mode"] == "squash"
     fold = results / "tiny" / "rotate" / "squash-k8+squash-pooled" / "fold1"
     assert json.loads((fold / "xgboost" / "fit.json").read_text())["standardised_blocks"] == [8 * 1472, 2 * 1472]

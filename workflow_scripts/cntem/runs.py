@@ -63,8 +63,7 @@ BASELINE_CLASSIFIER = "linear_softmax"
 # An early-fused representation: several of the kinds above (no top layer), standardised and concatenated.
 FUSED = "fused"
 # Late fusion: how member methods' class probabilities are combined (cntem.fusion).
-COMBINERS = {"mean": "mean of the probabilities of",
-             "stack": "logistic regression stacked on the out-of-fold probabilities of"}
+COMBINERS = {"mean": "mean of", "stack": "stack of"}
 # Test-time averaging of an image's class probabilities over a group of its transformations (cntem.tta).
 AVERAGINGS = {"rot4": "averaged over 4 rotations"}
 ROTATION_AVERAGING = "rot4"
@@ -177,10 +176,10 @@ class Representation:
 
     @property
     def label(self) -> str:
-        """Readable name, e.g. "VLAD of hypercolumns, K=50"; fused: each part with its input mode, e.g. "squash VLAD
-        of hypercolumns, K=50 + tiles pooled hypercolumns (standardised, concatenated)"."""
+        """Readable name, e.g. "VLAD of hypercolumns, K=50"; fused: each part with its input mode, e.g. "VLAD of
+        hypercolumns, K=50 (squash) + pooled hypercolumns (tiles)"."""
         if self.kind == FUSED:
-            return " + ".join(f"{p.input_mode} {p.label}" for p in self.parts) + " (standardised, concatenated)"
+            return " + ".join(f"{p.label} ({p.input_mode})" for p in self.parts)
         return KINDS[self.kind].label.format(k=self.k)
 
     @property
@@ -342,11 +341,9 @@ class Method:
     @property
     def label(self) -> str:
         """Readable representation, e.g. "VLAD of hypercolumns, K=50, averaged over 4 rotations"; a late fusion's
-        names its combiner and each member's representation with its input mode and classifier."""
+        names its combiner and its members, e.g. "mean of squash-k50/logistic + tiles-pooled/logistic"."""
         if self.combiner:
-            members = [f"{m.representation.input_mode} {m.representation.label} ({m.classifier})"
-                       for m in self.members]
-            label = f"{COMBINERS[self.combiner]} {' and '.join(members)}"
+            label = f"{COMBINERS[self.combiner]} {' + '.join(m.plain.name for m in self.members)}"
         else:
             label = self.representation.label + (" (baseline)" if self.is_baseline else "")
         return f"{label}, {AVERAGINGS[self.averaging]}" if self.averaging else label
