@@ -159,3 +159,17 @@ def test_the_selection_scores_fused_candidates_on_outer_training_rows_only(tmp_p
     assert list(selection.scores_) == candidates and selection.best_ in candidates
     assert all(np.isfinite(s["accuracy_mean"]) and s["accuracy_mean"] > 0.9 for s in selection.scores_.values())
     assert selection.used_ids_ == {i for i, m in zip(rows["ids"], is_val) if not m}
+
+
+def test_a_fusion_with_a_hierarchical_member_has_its_class_tree_checked_when_the_config_loads():
+    from pathlib import Path
+
+    from snakemake.utils import validate
+
+    from cntem.config import consistency_problems
+
+    config = {"data": {"dir": "x"}, "schemes": ["odd"], "custom_schemes": {"odd": {"Cl": "A", "Fi": "B"}},
+              "fusion": {"methods": ["squash-k50/mean-logistic+hierarchical"]}}
+    validate(config, str(Path(__file__).resolve().parents[1] / "config" / "schema.yaml"), set_default=True)
+    assert "hierarchical on scheme 'odd'" in consistency_problems(config)[0]
+    assert consistency_problems({**config, "fusion": {"methods": ["squash-k50/mean-logistic+xgboost"]}}) == []
