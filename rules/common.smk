@@ -12,8 +12,9 @@ from cntem.config import config_digest, consistency_problems, schema_problems
 from cntem.experiment import OtherExperimentError, check_experiment, experiment_of, record_experiment
 from cntem.io import folder_fingerprint
 from cntem.method_space import MethodSpace
-from cntem.runs import (CLASSIFIERS, METHOD_PATTERN, REPRESENTATION_PATTERN, ROTATION_AVERAGING, Method, Run,
-                        Representation, kind_pattern, predictions_file)
+from cntem.runs import (CLASSIFIERS, FUSED, LATE_ESTIMATOR_PATTERN, METHOD_PATTERN, REPRESENTATION_PATTERN,
+                        ROTATION_AVERAGING, Method, Run, Representation, kind_pattern, predictions_file)
+from cntem.selection import candidate_representations
 from cntem.schemes import resolve_scheme
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
@@ -147,26 +148,64 @@ def main_metrics(wildcards):
     return metrics_files(SPACE.main_panels(wildcards.scheme))
 
 
+def method_dir(scheme, balance, method, fold):
+    """One split's fold job of a method: its classifier's (or late fusion's) folder below its representation's."""
+    return f"{fold_dir(scheme, balance, method.representation, fold)}/{method.estimator}"
+
+
 def evaluation_inputs(wildcards):
-    """One run's per-split predictions and fits, and what its leakage check reads. An averaged run reads its plain
-    method's fold jobs: their averaged predictions, and the same fits."""
+    """One run's per-split predictions and fits, and what its leakage check reads (the dictionaries of every VLAD
+    representation in it, split by split). An averaged run reads its plain method's fold jobs: their averaged
+    predictions, and the same fits."""
     method = Method.parse(wildcards.method)
-    folds = [f"{fold_dir(wildcards.scheme, wildcards.balance, method.representation, f)}" for f in SPLITS]
-    return {"predictions": [f"{d}/{method.classifier}/{method.predictions_file}" for d in folds],
-            "fits": [f"{d}/{method.classifier}/fit.json" for d in folds],
-            "plan": f"results/{wildcards.scheme}/{wildcards.balance}/plan.tsv",
-            "folds": f"results/{wildcards.scheme}/folds.tsv",
-            "dictionaries": [f"{d}/dictionary.h5" for d in folds] if method.representation.has_dictionary else []}
+    scheme, balance = wildcards.scheme, wildcards.balance
+    folds = [method_dir(scheme, balance, method, f) for f in SPLITS]
+    return {"predictions": [f"{d}/{method.predictions_file}" for d in folds],
+            "fits": [f"{d}/fit.json" for d in folds],
+            "plan": f"results/{scheme}/{balance}/plan.tsv",
+            "folds": f"results/{scheme}/folds.tsv",
+            "dictionaries": [f"{fold_dir(scheme, balance, part, f)}/dictionary.h5" for f in SPLITS
+                             for part in method.representation.singles if part.has_dictionary]}
 
 
 def encoded_file(scheme, balance, representation, fold):
-    """One split's entries encoded in a (VLAD or pooled) representation."""
+    """One split's entries encoded in a single (VLAD or pooled) representation."""
     return f"{fold_dir(scheme, balance, representation, fold)}/{representation.encoded_file}"
 
 
+def encoded_files(scheme, balance, representation, fold):
+    """One split's entries in a representation: its file, or for an early fusion each of its parts' files."""
+    return [encoded_file(scheme, balance, part, fold) for part in representation.singles]
+
+
 def encoded_fold(wildcards):
-    return encoded_file(wildcards.scheme, wildcards.balance, Representation.parse(wildcards.representation),
-                        wildcards.fold)
+    return encoded_files(wildcards.scheme, wildcards.balance, Representation.parse(wildcards.representation),
+                         wildcards.fold)
+
+
+def late_fusion_inputs(wildcards):
+    """One split of a late fusion: its members' predictions and fits; for stacking, their encoded files (of which
+    the job reads the training rows only)."""
+    method = Method.of_fold_job(wildcards.representation, wildcards.estimator)
+    scheme, balance, fold = wildcards.scheme, wildcards.balance, wildcards.fold
+    dirs = [method_dir(scheme, balance, m, fold) for m in method.members]
+    return {"predictions": [f"{d}/{predictions_file()}" for d in dirs], "fits": [f"{d}/fit.json" for d in dirs],
+            "encoded": [encoded_file(scheme, balance, m.representation, fold) for m in method.members]
+            if method.combiner == "stack" else [],
+            "folds": f"results/{scheme}/folds.tsv"}
+
+
+def late_fusion_averaged_inputs(wildcards):
+    """One split of a late fusion's members' rotation-averaged predictions."""
+    method = Method.of_fold_job(wildcards.representation, wildcards.estimator)
+    return [f"{method_dir(wildcards.scheme, wildcards.balance, m, wildcards.fold)}/"
+            f"{predictions_file(ROTATION_AVERAGING)}" for m in method.members]
+
+
+def late_fusion_settings(wildcards):
+    """The settings of a late fusion's member classifiers (stacking refits them on inner folds)."""
+    method = Method.of_fold_job(wildcards.representation, wildcards.estimator)
+    return {m.classifier: config[m.classifier] for m in method.members}
 
 
 # ------------------------------------------------------------------------- the deployed model
@@ -179,13 +218,18 @@ def representation_settings(representation):
 
 
 def method_settings(method):
-    return {"representation_settings": representation_settings(method.representation),
-            "classifier_settings": config[method.classifier]}
+    """A model's settings; a fused one's by single representation and by classifier, and the stacking's."""
+    if not method.is_fused:
+        return {"representation_settings": representation_settings(method.representation),
+                "classifier_settings": config[method.classifier]}
+    return {"representation_settings": {r.name: representation_settings(r) for r in method.representation.singles},
+            "classifier_settings": {c: config[c] for c in method.classifiers},
+            "stack": config["fusion"]["stack"] if method.combiner == "stack" else {}}
 
 
 def model_shards(wildcards):
     """train_model's shards, named shards_<mode> for each input mode the model may use."""
-    modes = {m.representation.input_mode for m in SPACE.model_candidates()}
+    modes = {mode for m in SPACE.model_candidates() for mode in m.representation.input_modes}
     return {f"shards_{mode}": mode_shards(mode) for mode in sorted(modes)}
 
 
@@ -199,16 +243,21 @@ def model_params():
 
 
 # ------------------------------------------------------------------------- selection
+def selection_encoded(scheme, fold):
+    """Each representation the inner selection of one outer split reads (its candidates' and their members'), by
+    name: its encoded file(s) of the split, of which the job reads the training rows only."""
+    names = candidate_representations([m.name for m in SPACE.candidates(scheme)])
+    return {name: encoded_files(scheme, MAIN_STRATEGY, Representation.parse(name), fold) for name in names}
+
+
 def selection_inputs(wildcards):
-    """One outer split's candidates: their encoded training rows (one file per representation), and their outer
-    predictions and fits of the split (to score the one chosen)."""
+    """One outer split's candidates: their encoded training rows (each file once), and their outer predictions and
+    fits of the split (to score the one chosen)."""
     scheme, fold = wildcards.scheme, wildcards.fold
-    candidates = SPACE.candidates(scheme)
-    representations = list(dict.fromkeys(m.representation for m in candidates))
-    per_candidate = lambda name: [  # noqa: E731
-        f"{fold_dir(scheme, MAIN_STRATEGY, m.representation, fold)}/{m.classifier}/{name}" for m in candidates]
-    return {"encoded": [encoded_file(scheme, MAIN_STRATEGY, r, fold) for r in representations],
-            "predictions": per_candidate("predictions.tsv"), "fits": per_candidate("fit.json"),
+    dirs = [method_dir(scheme, MAIN_STRATEGY, m, fold) for m in SPACE.candidates(scheme)]
+    files = [f for paths in selection_encoded(scheme, fold).values() for f in paths]
+    return {"encoded": list(dict.fromkeys(files)),
+            "predictions": [f"{d}/predictions.tsv" for d in dirs], "fits": [f"{d}/fit.json" for d in dirs],
             "plan": f"results/{scheme}/{MAIN_STRATEGY}/plan.tsv",
             "folds": f"results/{scheme}/folds.tsv"}
 
@@ -218,8 +267,8 @@ def selection_candidates(wildcards):
 
 
 def selection_classifiers(scheme):
-    """The classifiers of a scheme's candidates, each once."""
-    return list(dict.fromkeys(m.classifier for m in SPACE.candidates(scheme)))
+    """The classifiers of a scheme's candidates and of their members, each once."""
+    return list(dict.fromkeys(member.classifier for m in SPACE.candidates(scheme) for member in m.members))
 
 
 # ------------------------------------------------------------------------- targets

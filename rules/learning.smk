@@ -79,7 +79,8 @@ rule gather_pooled_hypercolumns:
 
 
 rule train_classifier:
-    """One classifier on one fold of a VLAD or pooled representation."""
+    """One classifier on one fold of a VLAD or pooled representation, or of several side by side (early fusion: read
+    from their fold files, standardised per block on the training rows)."""
     input:
         encoded=encoded_fold,
         folds="results/{scheme}/folds.tsv",
@@ -87,7 +88,7 @@ rule train_classifier:
         predictions="results/{scheme}/{balance}/{representation}/fold{fold}/{classifier}/predictions.tsv",
         fit="results/{scheme}/{balance}/{representation}/fold{fold}/{classifier}/fit.json",
     wildcard_constraints:
-        representation=f"{kind_pattern('vlad')}|{kind_pattern('pooled')}",  # the top layer has its own rule
+        representation=f"{kind_pattern('vlad')}|{kind_pattern('pooled')}|{kind_pattern(FUSED)}",  # not the top layer
     params:
         settings=lambda wildcards: config[wildcards.classifier],
     threads: LEARNING_THREADS
@@ -127,6 +128,31 @@ rule train_baseline:
         "../workflow_scripts/train_baseline.py"
 
 
+rule late_fusion:
+    """One fold of a late fusion: its members' class probabilities of the validation images combined, by their mean
+    or by a combiner stacked on their out-of-fold probabilities of the training rows (inner grouped CV)."""
+    input:
+        unpack(late_fusion_inputs),
+    output:
+        predictions="results/{scheme}/{balance}/{representation}/fold{fold}/{estimator}/predictions.tsv",
+        fit="results/{scheme}/{balance}/{representation}/fold{fold}/{estimator}/fit.json",
+        combiner="results/{scheme}/{balance}/{representation}/fold{fold}/{estimator}/combiner.joblib",
+    wildcard_constraints:
+        estimator=LATE_ESTIMATOR_PATTERN,
+    params:
+        settings=late_fusion_settings,
+        stack=config["fusion"]["stack"],
+    threads: LEARNING_THREADS
+    benchmark:
+        "results/benchmarks/late_fusion/{scheme}-{balance}-{representation}-fold{fold}-{estimator}.tsv"
+    log:
+        "results/logs/{scheme}/{balance}/{representation}/fold{fold}/{estimator}.log",
+    conda:
+        "../envs/cntem.yaml"
+    script:
+        "../workflow_scripts/late_fusion.py"
+
+
 if TTA_BALANCES:
 
     # Rotation averaging: at the balance strategies it names, the same fold jobs also predict the validation images'
@@ -138,7 +164,7 @@ if TTA_BALANCES:
             averaged=f"{FOLD_FILES}/{{classifier}}/{predictions_file(ROTATION_AVERAGING)}",
         wildcard_constraints:
             balance="|".join(TTA_BALANCES),
-            representation=f"{kind_pattern('vlad')}|{kind_pattern('pooled')}",
+            representation=f"{kind_pattern('vlad')}|{kind_pattern('pooled')}|{kind_pattern(FUSED)}",
 
     use rule train_baseline as train_baseline_tta with:
         output:
@@ -148,6 +174,25 @@ if TTA_BALANCES:
         wildcard_constraints:
             balance="|".join(TTA_BALANCES),
             representation=kind_pattern("top"),
+
+    rule late_fusion_averaged:
+        """One fold of a late fusion at a rotation-averaged balance strategy: its combiner applied to the members'
+        rotation-averaged probabilities (method <representation>/<combiner>-<classifiers>-rot4)."""
+        input:
+            averaged=late_fusion_averaged_inputs,
+            fit="results/{scheme}/{balance}/{representation}/fold{fold}/{estimator}/fit.json",
+            combiner="results/{scheme}/{balance}/{representation}/fold{fold}/{estimator}/combiner.joblib",
+        output:
+            averaged=f"{FOLD_FILES}/{{estimator}}/{predictions_file(ROTATION_AVERAGING)}",
+        wildcard_constraints:
+            balance="|".join(TTA_BALANCES),
+            estimator=LATE_ESTIMATOR_PATTERN,
+        log:
+            "results/logs/{scheme}/{balance}/{representation}/fold{fold}/{estimator}-rot4.log",
+        conda:
+            "../envs/cntem.yaml"
+        script:
+            "../workflow_scripts/late_fusion_averaged.py"
 
     ruleorder: train_classifier_tta > train_classifier
     ruleorder: train_baseline_tta > train_baseline

@@ -10,6 +10,8 @@ rule select_method:
         "results/{scheme}/nested/fold{fold}.json",
     params:
         candidates=selection_candidates,
+        encoded=lambda wildcards: selection_encoded(wildcards.scheme, wildcards.fold),
+        stack=config["fusion"]["stack"],
         settings=lambda wildcards: {c: config[c] for c in selection_classifiers(wildcards.scheme)},
         inner_folds=config["selection"]["inner_folds"],
         seed=config["selection"]["seed"],

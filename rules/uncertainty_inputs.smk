@@ -11,7 +11,7 @@ def deployed_candidates(wildcards):
 def deployed_run_predictions(wildcards):
     """Repeat 0's per-fold predictions (each micrograph once) of each deployed candidate at the main balance
     strategy, candidate after candidate."""
-    return [f"{fold_dir(wildcards.scheme, MAIN_STRATEGY, m.representation, f)}/{m.classifier}/{m.predictions_file}"
+    return [f"{method_dir(wildcards.scheme, MAIN_STRATEGY, m, f)}/{m.predictions_file}"
             for m in SPACE.model_candidates() for f in FOLDS]
 
 

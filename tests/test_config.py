@@ -115,7 +115,7 @@ def test_unknown_key_is_named_in_one_line():
     problems = schema_problems(config, yaml.safe_load(Path(SCHEMA).read_text()))
     assert problems == [
         "top level: unknown key 'colour'; known keys: adaboost, balance, baseline, classifiers, custom_schemes, cv, "
-        "data, demo, device, dictionary, evaluation, hierarchical, hypercolumns, k, k_values, logistic, model, "
+        "data, demo, device, dictionary, evaluation, fusion, hierarchical, hypercolumns, k, k_values, logistic, model, "
         "predict, "
         "random_forest, report, "
         "representations, schemes, selection, uncertainty, vlad, weights, weights_cache, xgboost",

@@ -41,6 +41,43 @@ def test_a_method_name_round_trips_through_its_parts(name, parts):
     assert method.plain.averaging == "" and method.plain.averaged(parts[4]) == method
 
 
+@pytest.mark.parametrize("name, members, columns", [
+    ("squash-k50+tiles-pooled/logistic", ["squash-k50+tiles-pooled/logistic"],
+     ("squash+tiles", "fused", "", "logistic", "")),
+    ("squash-pooled+tiles-pooled+native-pooled/xgboost-rot4", ["squash-pooled+tiles-pooled+native-pooled/xgboost-rot4"],
+     ("squash+tiles+native", "fused", "", "xgboost", "rot4")),
+    ("squash-k50+tiles-pooled/mean-logistic", ["squash-k50/logistic", "tiles-pooled/logistic"],
+     ("squash+tiles", "fused", "", "mean-logistic", "")),
+    ("squash-k50/stack-logistic+xgboost-rot4", ["squash-k50/logistic-rot4", "squash-k50/xgboost-rot4"],
+     ("squash", "vlad", "50", "stack-logistic+xgboost", "rot4")),
+    ("squash-k50+tiles-k50/stack-xgboost+logistic", ["squash-k50/xgboost", "tiles-k50/logistic"],
+     ("squash+tiles", "fused", "", "stack-xgboost+logistic", "")),
+])
+def test_a_fused_name_round_trips_and_names_its_members(name, members, columns):
+    method = Method.parse(name)
+    assert method.name == name and method.is_fused and method.deployable
+    assert [m.name for m in method.members] == members
+    assert Representation.parse(method.representation.name) == method.representation
+    assert re.fullmatch(METHOD_PATTERN, name) and re.fullmatch(REPRESENTATION_PATTERN, method.representation.name)
+    assert tuple(method.columns().values())[1:] == columns
+    assert Method.of_fold_job(method.representation.name, method.estimator) == method.plain
+    assert method.plain.averaged(method.averaging) == method
+    if method.combiner:
+        assert Method.late(method.combiner, method.members) == method
+        assert re.fullmatch(candidate_pattern(), method.plain.name)
+    assert all(member in name for member in ("/", "+"))  # one path below its representation's folder, as any method
+
+
+@pytest.mark.parametrize("name", ["squash-k50+squash-k50/logistic", "squash-k50/mean-logistic",
+                                  "squash-k50/mean-logistic+logistic", "squash-k50+tiles-pooled/logistic+xgboost",
+                                  "squash-k50+tiles-pooled/mean-logistic+xgboost+adaboost",
+                                  "squash-top+tiles-pooled/logistic", "squash-k50+tiles-pooled/median-logistic",
+                                  "squash-k50+tiles-pooled/mean-linear_softmax"])
+def test_fusions_outside_the_grammar_are_refused(name):
+    with pytest.raises(ValueError):
+        Method.parse(name)
+
+
 @pytest.mark.parametrize("name", ["k50/xgboost", "squash-k50", "squash-k50/svm", "squash-kx/xgboost",
                                   "squash-pooled/linear_softmax", "squash-top/xgboost", "tiles-k50/xgboost-rot8",
                                   "squash-k50/xgboost/extra", "hcol+tta"])
@@ -112,6 +149,40 @@ def test_the_selection_counts_what_the_config_implies_and_every_generated_name_v
     assert space.problems() == []
 
 
+FUSIONS = ["squash-k10+tiles-pooled/logistic", "squash-k50+tiles-pooled/mean-logistic",
+           "squash-k50+tiles-pooled/stack-logistic", "squash-pooled+tiles-pooled/xgboost"]
+
+
+def test_fusions_are_runs_beside_their_members_and_candidates_the_config_implies():
+    config = config_of(schemes=["8class", "4class"], k_values=[10, 50], classifiers=["logistic", "hierarchical"],
+                       representations={"pooled": True, "input_modes": ["tiles"]},
+                       evaluation={"rotation_averaging": ["rotate"]}, selection={"nested": True},
+                       fusion={"methods": FUSIONS + ["squash-k50/mean-logistic+hierarchical"]})
+    space = MethodSpace(config)
+    assert space.problems() == []
+    runs = {(r.scheme, r.balance, r.method.name) for r in space.runs()}
+    for name in FUSIONS:  # at the main balance strategy, rotation-averaged there, beside their members
+        method = Method.parse(name)
+        assert {("4class", "rotate", name), ("4class", "rotate", method.averaged("rot4").name)} <= runs
+        assert {("4class", "rotate", m.name) for m in method.fused_singles} <= runs
+        assert not any(r[1] == "none" and r[2] == name for r in runs)
+    # 8class: the paper's, 2 classifiers x (2 K + pooled) squash, 2 x (K + pooled) tiles; the single methods the
+    # fusions add (squash-pooled/xgboost, tiles-pooled/xgboost: xgboost is not in `classifiers`) and the fusions
+    assert len(space.candidates("8class")) == 1 + 2 * 3 + 2 * 2 + 2 + 5
+    # 4class: no hierarchical (nor the fusion with a hierarchical member)
+    assert len(space.candidates("4class")) == 1 + 1 * 3 + 1 * 2 + 2 + 4
+    assert [m.name for m in space.candidates("4class")[-4:]] == FUSIONS
+    # a fused method is deployable: model.method auto chooses among the same candidates, or names one
+    auto = MethodSpace({**config, "model": {**config["model"], "method": "auto"}})
+    assert auto.model_candidates() == space.candidates("8class") and auto.problems() == []
+    named = MethodSpace({**config, "model": {**config["model"], "method": FUSIONS[1]}})
+    assert named.problems() == [] and [m.name for m in named.model_candidates()] == [FUSIONS[1]]
+    assert "not extracted" in MethodSpace(config_of(model={"method": FUSIONS[1]})).problems()[0]
+    missing = MethodSpace(config_of(fusion={"methods": ["squash-k50+native-pooled/logistic"]}))
+    assert "needs input mode(s) native" in missing.problems()[0]
+    assert "is no fusion" in MethodSpace(config_of(fusion={"methods": ["squash-k50/logistic"]})).problems()[0]
+
+
 def test_listed_candidates_of_any_input_mode_are_kept_in_their_order():
     listed = ["tiles-pooled/logistic", "squash-k50/xgboost"]
     space = MethodSpace(config_of(schemes=["4class"], k_values=[50], classifiers=["xgboost", "logistic"],
@@ -140,6 +211,8 @@ def test_no_other_file_builds_or_splits_a_method_string():
                  if path.name != "runs.py" for n, line in enumerate(path.read_text().splitlines(), 1)
                  if forbidden.search(line)]
     assert offenders == []
-    assert set(INPUT_MODES) == set(yaml.safe_load(open(SCHEMA))["properties"]["representations"]["properties"]
-                                   ["input_modes"]["items"]["enum"])
+    schema = yaml.safe_load(open(SCHEMA))["properties"]
+    assert set(INPUT_MODES) == set(schema["representations"]["properties"]["input_modes"]["items"]["enum"])
+    assert schema["selection"]["properties"]["candidates"]["items"]["pattern"] == candidate_pattern()
+    assert schema["fusion"]["properties"]["methods"]["items"]["pattern"] == candidate_pattern()
     assert "linear_softmax" in CLASSIFIERS

@@ -73,11 +73,12 @@ def outer_split(seed=0):
 
 
 def write_split(folder, splits, features):
+    """Each representation's encoded file of the split, as training_rows takes them: {name: [its file]}."""
     paths = {}
     for representation in ("squash-k8", "squash-pooled"):
-        paths[representation] = folder / f"{representation}.h5"
+        paths[representation] = [folder / f"{representation}.h5"]
         rows = {key[1:]: v for key, v in features.items() if key[0] == representation}
-        write_encoded(paths[representation], _Rows(rows), None, splits)
+        write_encoded(paths[representation][0], _Rows(rows), None, splits)
     return paths
 
 

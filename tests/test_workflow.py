@@ -520,3 +520,120 @@ def test_auto_deploys_the_selections_winner_and_records_why(tiny_run, tmp_path):
         assert seen and not seen & val_ids and outer["candidates"] == candidates
         assert outer["chosen"] == selection["nested"]["choices"][split] and outer["outer"]["n_val"] == len(val_ids)
         assert outer["leakage_check"][0].startswith(f"ok  tiny/nested/fold{split}: 12 validation images unseen")
+
+
+FUSIONS = ["squash-k8+squash-pooled/xgboost", "squash-k8+squash-pooled/mean-xgboost",
+           "squash-k8+squash-pooled/stack-xgboost", "squash-k8/mean-xgboost+random_forest"]
+
+
+def test_fusions_are_cross_validated_beside_their_members_selected_and_deployed(tiny_run, tmp_path, weights):
+    """fusion.methods: the early fusion fits one classifier per fold on the members' fold files side by side, the late
+    ones combine the members' fold predictions (the mean exactly, the stack fitted inside the training fold); all are
+    evaluated, leakage-checked and compared beside their members, and scored by the nested selection; the stacked
+    one is deployed and predicts, and each kind deployed from a fold agrees with cross-validation."""
+    import json
+    import shutil
+
+    from cntem.io import read_table
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_run, work, symlinks=True)  # modification times kept: the run's outputs stay up to date
+    candidates = ["squash-k8/xgboost", "squash-pooled/xgboost", *FUSIONS]
+    config = {**TINY, "fusion": {"methods": FUSIONS}, "selection": {"nested": True, "candidates": candidates},
+              "model": {"scheme": "tiny", "method": FUSIONS[2]}}
+    ran = job_counts(snakemake(work, config, "results/comparison.tsv", "results/leakage_check.txt",
+                               "results/nested.tsv", "results/predictions/predictions.csv"))
+    assert ran["train_classifier"] == 2 and ran["late_fusion"] == 6 and ran["evaluate"] == 4  # 2 folds each
+    assert ran["select_method"] == 2 and not {"fit_dictionary", "encode_vlad", "extract_hypercolumns"} & set(ran)
+    assert ran["train_model"] == ran["predict"] == 1  # the stacked fusion deployed: one encoder per representation
+    model = Model.load(work / "results" / "model" / "tiny")
+    assert model.method.name == FUSIONS[2] and [p.encoder.describe()["representation"] for p in model.parts] == [
+        "vlad", "pooled"]
+    predicted = list(csv.DictReader(open(work / "results" / "predictions" / "predictions.csv")))
+    truth = {NIOSH_PREFIX[c]: c for c in ("Cl", "Fi", "Ma")}
+    assert len(predicted) == 24 and np.mean([truth[Path(r["file"]).stem.rsplit("-", 1)[0]] == r["class"]
+                                             for r in predicted]) > 0.6  # its training images
+    results = work / "results"
+    comparison = {r["method"]: r for r in read_table(results / "comparison.tsv")}
+    assert set(FUSIONS) | {"squash-k8/xgboost", "squash-pooled/xgboost", "squash-k8/random_forest"} <= set(comparison)
+    assert comparison[FUSIONS[0]]["label"] == "VLAD of hypercolumns, K=8 (squash) + pooled hypercolumns (squash)"
+    assert comparison[FUSIONS[2]]["label"] == "stack of squash-k8/xgboost + squash-pooled/xgboost"
+    assert comparison[FUSIONS[1]]["classifier"] == "mean-xgboost" and comparison[FUSIONS[1]]["input_mode"] == "squash"
+    fold = results / "tiny" / "rotate" / "squash-k8+squash-pooled" / "fold1"
+    assert json.loads((fold / "xgboost" / "fit.json").read_text())["standardised_blocks"] == [8 * 1472, 2 * 1472]
+    members = [read_table(results / "tiny" / "rotate" / rep / "fold1" / "xgboost" / "predictions.tsv")
+               for rep in ("squash-k8", "squash-pooled")]
+    for row, *member in zip(read_table(fold / "mean-xgboost" / "predictions.tsv"), *members):
+        assert row["p_Fi"] == f"{(float(member[0]['p_Fi']) + float(member[1]['p_Fi'])) / 2:.6f}"
+    leakage = (results / "leakage_check.txt").read_text()
+    assert ("ok  tiny/rotate/squash-k8+squash-pooled/stack-xgboost/fold1: 12 validation images unseen by "
+            "classifier, dictionary/PCA, squash-k8/xgboost classifier, squash-k8/xgboost early stopping, "
+            "squash-pooled/xgboost classifier, squash-pooled/xgboost early stopping, stacking combiner, "
+            "stacking inner fits") in leakage
+    plan = read_table(results / "tiny" / "rotate" / "plan.tsv")
+    stack = json.loads((fold.parent / "fold1" / "stack-xgboost" / "fit.json").read_text())
+    val_ids = {r["id"] for r in plan if r["fold"] == "1" and r["role"] == "val"}
+    assert stack["train_ids"] and not set(stack["train_ids"]) & val_ids
+    assert not {i for f in stack["inner_folds"] for part in f.values() for i in part} & val_ids
+    nested = read_table(results / "nested.tsv")[0]
+    assert nested["n_candidates"] == str(len(candidates))
+    outer = json.loads((results / "tiny" / "nested" / "fold1.json").read_text())
+    assert list(outer["inner_scores"]) == candidates and outer["chosen"] in candidates
+    assert_deployed_fusions_agree_with_cross_validation(results, tmp_path, weights)
+
+
+def assert_deployed_fusions_agree_with_cross_validation(results, tmp_path, weights):
+    """Fold 1's fused methods (FUSIONS: early, mean, stack) deployed as FusedModels (their parts' encoders from the
+    fold, the early head or the members refitted as their fold jobs were, the late fusion's combiner as the fold job
+    saved it) compute from the image files the features and probabilities cross-validation computed from the
+    shards."""
+    import joblib
+
+    from cntem.config import make_classifier
+    from cntem.fused_model import FusedModel
+    from cntem.fusion import BlockStandardized, for_blocks, load_encoded_parts
+    from cntem.io import read_table
+    from cntem.predict import predict_images
+    from cntem.shards import HypercolumnStore
+
+    effective = yaml.safe_load((results / "config.yaml").read_text())
+    group_of = {r["id"]: r["group"] for r in read_table(results / "tiny" / "folds.tsv")}
+    path_of = {r["id"]: r["path"] for r in read_table(results / "images.tsv")}
+    singles = Method.parse(FUSIONS[0]).representation.singles
+    folds = [results / "tiny" / "rotate" / r.name / "fold1" for r in singles]
+    splits, blocks = load_encoded_parts([f / r.encoded_file for f, r in zip(folds, singles)])
+    train, val = splits["train"], splits["val"]
+
+    def fitted(columns):
+        """A classifier fitted as the fold job of these columns fitted it."""
+        classifier = for_blocks(make_classifier("xgboost", effective["xgboost"], ["Cl", "Fi", "Ma"]),
+                                [b - a for a, b in columns])
+        x = np.concatenate([train["X"][:, a:b] for a, b in columns], axis=1)
+        classifier.fit(x, train["y"], [group_of[i] for i in train["ids"]])
+        return classifier
+
+    columns = [(0, blocks[0]), (blocks[0], sum(blocks))]
+    for fusion in map(Method.parse, FUSIONS[:3]):
+        fold = results / "tiny" / "rotate" / fusion.representation.name / "fold1" / fusion.estimator
+        with HypercolumnStore(sorted((results / "hypercolumns" / "squash").glob("shard-*.h5"))) as store:
+            encoders = [VladEncoder(VisualDictionary.load(folds[0] / "dictionary.h5")),
+                        PooledHypercolumnEncoder(store.taps)]
+            if fusion.combiner:
+                parts = [Model.from_parts(e, fitted([c]), store) for e, c in zip(encoders, columns)]
+                model = FusedModel(fusion, parts, combiner=joblib.load(fold / "combiner.joblib"))
+            else:
+                head = fitted(columns)
+                assert isinstance(head, BlockStandardized)
+                model = FusedModel(fusion, [Model.from_parts(e, None, store) for e in encoders], head=head)
+        model.save(tmp_path / fusion.estimator / "model.json")
+        deployed = Model.load(tmp_path / fusion.estimator)
+        assert isinstance(deployed, FusedModel) and deployed.method == fusion
+        cv = read_table(fold / "predictions.tsv")
+        assert [r["predicted"] for r in cv] == [deployed.classes[j] for j in deployed.predict_proba(val["X"]).argmax(1)]
+        entries = [{"id": i, "rotation": 0, "path": path_of[i]} for i in val["ids"]]
+        np.testing.assert_allclose(deployed.encode_images(entries, weights, torch.device("cpu"), batch_size=3),
+                                   val["X"], atol=2e-3)
+        predicted, _ = predict_images(deployed, [e["path"] for e in entries], weights, torch.device("cpu"))
+        assert [p["class"] for p in predicted] == [r["predicted"] for r in cv], fusion.name
+        for p, r in zip(predicted, cv):
+            assert all(abs(float(p[f"p_{c}"]) - float(r[f"p_{c}"])) < 1e-3 for c in ("Cl", "Fi", "Ma")), fusion.name

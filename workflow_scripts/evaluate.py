@@ -13,7 +13,11 @@ fits = []
 for path in snakemake.input.fits:
     with open(path) as fh:
         fits.append(json.load(fh))
-dictionary_fit_ids = [VisualDictionary.load(p).fit_ids_ for p in snakemake.input.dictionaries]
+# split by split, the ids every dictionary of the run's representation(s) was fitted on
+per_split = len(snakemake.input.dictionaries) // len(fits)
+dictionaries = [VisualDictionary.load(p).fit_ids_ for p in snakemake.input.dictionaries]
+dictionary_fit_ids = [sum(dictionaries[s * per_split:(s + 1) * per_split], []) for s in range(len(fits))] \
+    if per_split else []
 records = run_leakage_records("/".join(run.values()), read_table(snakemake.input.plan), read_table(snakemake.input.folds),
                               fits, dictionary_fit_ids)
 with open(snakemake.output.leakage, "w") as fh:

@@ -7,15 +7,14 @@ from cntem import rule_log
 from cntem.evaluate import check_leakage, fold_metrics, leakage_record
 from cntem.folds import fold_entries
 from cntem.io import read_table
-from cntem.selection import InnerSelection, candidate_representations, training_rows
+from cntem.selection import InnerSelection, training_rows
 
 log = rule_log(snakemake.log[0])
 params, split = snakemake.params, int(snakemake.wildcards.fold)
 group_of = {r["id"]: r["group"] for r in read_table(snakemake.input.folds)}
-encoded = dict(zip(candidate_representations(params.candidates), snakemake.input.encoded))
 selection = InnerSelection(params.candidates, params.settings, params.inner_folds, params.seed,
-                           snakemake.config["device"], snakemake.threads)
-selection.fit(training_rows(encoded), group_of)  # the outer split's training rows only
+                           snakemake.config["device"], snakemake.threads, params.stack)
+selection.fit(training_rows(params.encoded), group_of)  # the outer split's training rows only
 val_ids = {r["id"] for r in fold_entries(read_table(snakemake.input.plan), split)["val"]}
 leakage = check_leakage([leakage_record(f"{snakemake.wildcards.scheme}/nested/fold{split}", val_ids, group_of,
                                         {"inner selection": selection.used_ids_})])

@@ -1,20 +1,20 @@
 """Rule train_classifier: fit one classifier on a fold's training entries in one representation (VLAD or pooled
-hypercolumns), predict its validation images; as rule train_classifier_tta, also their rotated copies, and write the
-rotation-averaged predictions."""
+hypercolumns, or several side by side, standardised per block: early fusion), predict its validation images; as rule
+train_classifier_tta, also their rotated copies, and write the rotation-averaged predictions."""
 from cntem import rule_log
 from cntem.config import make_classifier
-from cntem.encoded import load_encoded
 from cntem.evaluate import fit_and_predict_fold, rotation_averaged_rows, write_fold_outputs, write_fold_predictions
 from cntem.folds import VAL_ROTATED
+from cntem.fusion import for_blocks, load_encoded_parts
 from cntem.io import read_table
 from cntem.schemes import ordered_classes
 
 log = rule_log(snakemake.log[0])
-splits, _ = load_encoded(snakemake.input.encoded)
+splits, blocks = load_encoded_parts(snakemake.input.encoded)
 group_of = {r["id"]: r["group"] for r in read_table(snakemake.input.folds)}
 classes = ordered_classes(splits["train"]["y"] + splits["val"]["y"])
-classifier = make_classifier(snakemake.wildcards.classifier, snakemake.params.settings, classes,
-                             snakemake.config["device"], snakemake.threads)
+classifier = for_blocks(make_classifier(snakemake.wildcards.classifier, snakemake.params.settings, classes,
+                                       snakemake.config["device"], snakemake.threads), blocks)
 rows, info = fit_and_predict_fold(classifier, splits["train"], splits["val"], group_of, snakemake.wildcards.fold)
 write_fold_outputs(rows, info, classifier.classes, snakemake.output.predictions, snakemake.output.fit)
 if snakemake.output.get("averaged"):  # rule train_classifier_tta

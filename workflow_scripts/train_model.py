@@ -1,6 +1,8 @@
 """Rule train_model: encoder (VLAD or pooled hypercolumns) + classifier on every labelled image (balanced like
-the training folds): the configured method, or with model.method auto the selection's winner."""
+the training folds), or a fused model (one encoder per representation, in their input modes): the configured method,
+or with model.method auto the selection's winner."""
 import json
+from contextlib import ExitStack
 
 import faiss
 import torch
@@ -8,6 +10,7 @@ import torch
 from cntem import rule_log
 from cntem.config import make_classifier, make_encoder
 from cntem.folds import entry_keys
+from cntem.fused_model import build_fused_model
 from cntem.io import read_table
 from cntem.model import Model
 from cntem.runs import Method
@@ -31,12 +34,23 @@ torch.set_num_threads(snakemake.threads)
 plan = read_table(snakemake.input.plan)
 group_of = {r["id"]: r["group"] for r in read_table(snakemake.input.folds)}
 labels = [r["class"] for r in plan]
-classifier = make_classifier(method.classifier, settings["classifier_settings"], ordered_classes(labels),
-                             device_spec, snakemake.threads)
-with HypercolumnStore(snakemake.input[f"shards_{method.representation.input_mode}"]) as store:
-    encoder = make_encoder(method.representation, settings["representation_settings"], store.taps, device_spec)
-    model = Model(encoder, classifier)
-    model.fit(store, entry_keys(plan), labels, [group_of[r["id"]] for r in plan], progress=True)
+groups = [group_of[r["id"]] for r in plan]
+if method.is_fused:  # one encoder per single representation, each on its input mode's shards
+    with ExitStack() as stack:
+        stores = {mode: stack.enter_context(HypercolumnStore(snakemake.input[f"shards_{mode}"]))
+                  for mode in method.representation.input_modes}
+        model, make_member = build_fused_model(method, settings, next(iter(stores.values())).taps,
+                                               ordered_classes(labels), device_spec, snakemake.threads)
+        model.fit(stores, entry_keys(plan), labels, groups, make_member, settings["stack"], progress=True)
+    described = ", ".join(str(part.encoder.describe()) for part in model.parts)
+else:
+    classifier = make_classifier(method.classifier, settings["classifier_settings"], ordered_classes(labels),
+                                 device_spec, snakemake.threads)
+    with HypercolumnStore(snakemake.input[f"shards_{method.representation.input_mode}"]) as store:
+        encoder = make_encoder(method.representation, settings["representation_settings"], store.taps, device_spec)
+        model = Model(encoder, classifier)
+        model.fit(store, entry_keys(plan), labels, groups, progress=True)
+    described = str(model.encoder.describe())
 model.save(snakemake.output.model, settings=settings)
-log.info("model %s: %s, %d entries of %d images, classes %s", method.name, model.encoder.describe(), len(plan),
-         len(group_of), ", ".join(model.classes))
+log.info("model %s: %s, %d entries of %d images, classes %s", method.name, described, len(plan), len(group_of),
+         ", ".join(model.classes))

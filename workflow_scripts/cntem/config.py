@@ -86,9 +86,10 @@ def hierarchical_problems(config: dict) -> list[str]:
     classes have no known parent fails now, not after extraction."""
     from .classify import settings_for
 
-    if "hierarchical" in config["classifiers"]:
+    fusions = set().union(*(named_classifiers(name) for name in config["fusion"]["methods"]))
+    if "hierarchical" in config["classifiers"] or "hierarchical" in fusions:
         schemes = config["schemes"]
-    elif deployed_classifier(config) == "hierarchical":
+    elif "hierarchical" in named_classifiers(config["model"]["method"]):
         schemes = [config["model"]["scheme"] or config["schemes"][0]]
     else:
         return []
@@ -105,17 +106,17 @@ def hierarchical_problems(config: dict) -> list[str]:
     return problems
 
 
-def deployed_classifier(config: dict) -> str | None:
-    """The classifier model.method names (None for auto, or a name that is no method: MethodSpace says why)."""
+def named_classifiers(name: str | None) -> set[str]:
+    """The classifiers a method name (e.g. model.method, a fusion) fits, its members' included: none for auto or a name
+    that is no method (MethodSpace says why); the paper's XGBoost for null."""
     from .runs import Method
 
-    name = config["model"]["method"]
     if name is None:
-        return "xgboost"  # the paper's method
+        return {"xgboost"}  # the paper's method
     try:
-        return Method.parse(name).classifier
+        return {single.classifier for single in Method.parse(name).fused_singles}
     except ValueError:
-        return None
+        return set()
 
 
 # ------------------------------------------------------------------ config sections -> library objects

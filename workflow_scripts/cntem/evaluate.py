@@ -177,8 +177,9 @@ def run_leakage_records(run: str, plan: list[dict], folds: list[dict], fits: lis
                         dictionary_fit_ids: list[list[str]]) -> list[dict]:
     """The leakage records of one cross-validated run, fold by fold, for check_leakage.
 
-    `fits[f]` is fold f's fit info (training ids, early-stopping groups); `dictionary_fit_ids[f]` the
-    ids fold f's dictionary (and PCA) was fitted on, or an empty list for a run without a dictionary.
+    `fits[f]` is fold f's fit info (training ids, early-stopping groups; a late fusion's also ``fitted``, what each
+    of its parts was fitted on); `dictionary_fit_ids[f]` the ids fold f's dictionaries (and PCA) were fitted on, or
+    an empty list for a run without a dictionary.
     """
     group_of = {r["id"]: r["group"] for r in folds}
     records = []
@@ -190,6 +191,7 @@ def run_leakage_records(run: str, plan: list[dict], folds: list[dict], fits: lis
             fitted["early stopping"] = fit["early_stopping_groups"]
         if dictionary_fit_ids:
             fitted["dictionary/PCA"] = dictionary_fit_ids[fold]
+        fitted.update(fit.get("fitted", {}))  # a late fusion: its members' fits, its stacking's inner fits and combiner
         records.append(leakage_record(f"{run}/fold{fold}", val_ids, group_of, fitted))
     return records
 

@@ -9,8 +9,11 @@ What runs, per scheme (the paper's protocol first, then what the config adds bey
   and, with ``representations.pooled``, every classifier on the pooled hypercolumns;
 - in each further input mode (``representations.input_modes``), at the main balance strategy: every classifier on
   VLAD at ``k`` and on the pooled hypercolumns (when on), and the baseline;
+- fusion (``fusion.methods``), at the main balance strategy: each early or late fusion named, and the single methods
+  it fuses (a late fusion's members, an early fusion's representations each with its classifier);
 - test-time rotation averaging (``evaluation.rotation_averaging``): every run above at a balance strategy it names
-  is evaluated a second time with its probabilities averaged over the four rotations, from the same fold jobs.
+  is evaluated a second time with its probabilities averaged over the four rotations, from the same fold jobs (a
+  late fusion: of its members' averaged probabilities).
 
 The classifiers of a scheme are ``classifiers`` less ``hierarchical`` where the scheme's classes form no tree.
 """
@@ -37,6 +40,7 @@ class MethodSpace:
         averaging = config["evaluation"]["rotation_averaging"]
         self.averaged_balances = self.strategies if averaging is True else list(averaging or [])
         self.model_scheme = config["model"]["scheme"] or self.schemes[0]
+        self.fusions = [Method.parse(name) for name in config["fusion"]["methods"]]
 
     # ------------------------------------------------------------------ methods
     def paper_method(self, input_mode: str | None = None) -> Method:
@@ -47,11 +51,14 @@ class MethodSpace:
         """VGG16's pooled top layer with a linear softmax (the paper's baseline)."""
         return Method.of(input_mode or self.main_mode, "top", BASELINE_CLASSIFIER)
 
+    def has_tree(self, scheme: str) -> bool:
+        """Whether a scheme's classes form a tree (the hierarchical classifier's stages)."""
+        return class_tree(scheme_classes(resolve_scheme(scheme, self.config["custom_schemes"]))) is not None
+
     def scheme_classifiers(self, scheme: str) -> list[str]:
         """The classifiers a scheme is cross-validated with: hierarchical only where its classes form a tree (on
         4class it would be its base classifier again)."""
-        has_tree = class_tree(scheme_classes(resolve_scheme(scheme, self.config["custom_schemes"]))) is not None
-        return [c for c in self.config["classifiers"] if c != "hierarchical" or has_tree]
+        return [c for c in self.config["classifiers"] if c != "hierarchical" or self.has_tree(scheme)]
 
     def k_study(self, scheme: str) -> list[Method]:
         """Every classifier at every K, in the main input mode (ESI Fig. S1/S2), K first."""
@@ -67,7 +74,14 @@ class MethodSpace:
             methods += [Method.of(mode, "vlad", c, self.k) for c in classifiers]
             methods += [Method.of(mode, "pooled", c) for c in classifiers] if self.pooled else []
             methods.append(self.baseline(mode))
-        return methods
+        fusions = self.scheme_fusions(scheme)
+        return list(dict.fromkeys(methods + [m for f in fusions for m in f.fused_singles] + fusions))
+
+    def scheme_fusions(self, scheme: str) -> list[Method]:
+        """The fusions (fusion.methods) cross-validated on a scheme: those whose classifiers it has (hierarchical only
+        where its classes form a tree)."""
+        return [f for f in self.fusions
+                if self.has_tree(scheme) or all(m.classifier != "hierarchical" for m in f.members)]
 
     # ------------------------------------------------------------------ runs
     def plain_runs(self, scheme: str) -> list[Run]:
@@ -92,11 +106,11 @@ class MethodSpace:
 
     # ------------------------------------------------------------------ selection and the deployed model
     def all_candidates(self, scheme: str) -> list[Method]:
-        """Every deployable plain method cross-validated on a scheme at the main balance strategy, in the order ties
-        are broken by: the paper's first, then the K study's (K, then classifier), the pooled hypercolumns', those of
-        each further input mode. The baseline is no candidate: a model cannot deploy it."""
+        """Every plain method cross-validated on a scheme at the main balance strategy, in the order ties are broken
+        by: the paper's first, then the K study's (K, then classifier), the pooled hypercolumns', those of each
+        further input mode, the fusions. The baseline is no candidate: a model cannot deploy it."""
         methods = [self.paper_method(), *self._main_balance_methods(scheme)]
-        return list(dict.fromkeys(m for m in methods if m.representation.deployable))
+        return list(dict.fromkeys(m for m in methods if m.deployable))
 
     def candidates(self, scheme: str) -> list[Method]:
         """The candidates of a scheme's selection, in the order ties are broken by: selection.candidates (those
@@ -126,7 +140,14 @@ class MethodSpace:
     def problems(self) -> list[str]:
         """selection.candidates that name no cross-validated run or leave a nested scheme none, and a model.method
         that names no deployable cross-validated method: stopped when the workflow loads, not after extraction."""
-        problems = []
+        problems = [f"fusion.methods: {f.name!r} is no fusion (early: representations joined by '+' with one "
+                    "classifier; late: a combiner, e.g. squash-k50+tiles-pooled/mean-logistic)"
+                    for f in self.fusions if not f.is_fused]
+        for fusion in self.fusions:
+            missing = [m for m in fusion.representation.input_modes if m not in self.input_modes]
+            if missing:
+                problems.append(f"fusion.methods: {fusion.name!r} needs input mode(s) {', '.join(missing)}, which "
+                                "are not extracted; add them to representations.input_modes")
         runs = {m.name for s in self.schemes for m in self.all_candidates(s)}
         for name in self.config["selection"]["candidates"] or []:
             if name not in runs:
@@ -141,12 +162,12 @@ class MethodSpace:
             except ValueError as exc:
                 problems.append(f"model.method: {exc}")
             else:
-                if method.averaging or not method.representation.deployable:
-                    problems.append(f"model.method: {name!r} cannot be deployed: a model is a VLAD or pooled "
-                                    "representation with one classifier, without test-time averaging "
-                                    "(predict.rotation_averaging averages at prediction time)")
-                if method.representation.input_mode not in self.input_modes:
-                    problems.append(f"model.method: {name!r} is in input mode {method.representation.input_mode}, "
-                                    f"which is not extracted; set hypercolumns.input_mode or add it to "
-                                    "representations.input_modes")
+                if method.averaging or not method.deployable:
+                    problems.append(f"model.method: {name!r} cannot be deployed: a model is made of VLAD or pooled "
+                                    "representations, without test-time averaging (predict.rotation_averaging "
+                                    "averages at prediction time)")
+                missing = [m for m in method.representation.input_modes if m not in self.input_modes]
+                if missing:
+                    problems.append(f"model.method: {name!r} is in input mode {', '.join(missing)}, which is not "
+                                    f"extracted; set hypercolumns.input_mode or add it to representations.input_modes")
         return problems

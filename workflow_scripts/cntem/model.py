@@ -31,7 +31,9 @@ from .vlad import VladEncoder
 
 log = logging.getLogger(__name__)
 
-FORMAT = "cntem-model-5"  # 5: uncertainty.json; 4: the input mode; 3: XGBoost as a Booster cut at its best round, screened columns inside
+# 6: fused models (cntem.fused_model: parts in sub-folders, a part without a classifier); 5: uncertainty.json; 4: the
+# input mode; 3: XGBoost as a Booster cut at its best round, screened columns inside
+FORMAT = "cntem-model-6"
 # The commands messages advise (<scheme>, <your config>: the user's). The target comes first: --configfile takes every
 # name after it.
 TRAIN_MODEL_COMMAND = "snakemake --cores all results/model/<scheme>/model.json --configfile <your config>"
@@ -49,9 +51,10 @@ class Model:
 
     ``fit(store, entries, labels, groups)`` fits the encoder (VLAD: its dictionary) and the classifier on
     the shard entries; ``encode_images`` represents image files through the same encoder, for ``predict_proba``.
+    A part of an early-fused model (cntem.fused_model) has no classifier of its own (None).
     """
 
-    def __init__(self, encoder: VladEncoder | PooledHypercolumnEncoder, classifier: Classifier):
+    def __init__(self, encoder: VladEncoder | PooledHypercolumnEncoder, classifier: Classifier | None):
         self.encoder, self.classifier = encoder, classifier
         self.extraction_: ExtractionSettings | None = None
         self.weights_: dict = {}  # name, sha256, random, preprocess of the weights the features came from
@@ -61,7 +64,7 @@ class Model:
 
     @property
     def classes(self) -> list[str]:
-        return self.classifier.classes
+        return self.classifier.classes if self.classifier is not None else []
 
     @classmethod
     def from_parts(cls, encoder: VladEncoder | PooledHypercolumnEncoder, classifier: Classifier, store) -> "Model":
@@ -157,20 +160,17 @@ class Model:
         out = meta_path.parent
         out.mkdir(parents=True, exist_ok=True)
         encoder = self.encoder.save(out)
-        classifier_file = Path(self.classifier.save(out / "classifier")).name
+        classifier = None if self.classifier is None else {
+            **self.classifier.describe(), "file": Path(self.classifier.save(out / "classifier")).name}
         meta = {"format": FORMAT, "cntem_version": __version__, "classes": self.classes, "encoder": encoder,
-                "classifier": {**self.classifier.describe(), "file": classifier_file},
+                "classifier": classifier,
                 "extraction": dataclasses.asdict(self.extraction_), "weights": self.weights_,
                 "trained_on": self.trained_on_, "settings": settings or {}}
-        text = json.dumps(meta, indent=1, default=str)
-        meta_path.write_text(text)
-        if self.uncertainty is not None:
-            self.uncertainty.run_ = {**self.uncertainty.run_, "model_sha256": hashlib.sha256(text.encode()).hexdigest()}
-            self.uncertainty.save(out)
+        write_bundle(meta_path, meta, self.uncertainty)
 
     @classmethod
     def load(cls, model_dir) -> "Model":
-        """A model folder (or its model.json) written by save()."""
+        """A model folder (or its model.json) written by save(), or by FusedModel.save (then a FusedModel)."""
         path = Path(model_dir)
         meta_path = path / "model.json" if path.is_dir() else path
         if not meta_path.is_file():
@@ -189,13 +189,37 @@ class Model:
         uncertainty = Uncertainty.load(folder)
         if uncertainty.run_.get("model_sha256") != hashlib.sha256(text.encode()).hexdigest():
             raise ActionableError(f"{uncertainty_path} was fitted for another model.json than this one; {rebuild}")
+        if "fused" in meta:
+            from .fused_model import FusedModel
+
+            model = FusedModel.load(folder, meta)
+        else:
+            model = cls.load_part(folder, meta)
+        model.uncertainty, model.folder_ = uncertainty, folder
+        return model
+
+    @classmethod
+    def load_part(cls, folder, meta: dict | None = None) -> "Model":
+        """The encoder and classifier saved in `folder` (its model.json, read unless given as `meta`): a bundle's
+        model, or one part of a fused model's (cntem.fused_model), which has no uncertainty of its own."""
+        folder = Path(folder)
+        meta = json.loads((folder / "model.json").read_text()) if meta is None else meta
         encoder = ENCODERS[meta["encoder"]["representation"]].load(folder, meta["encoder"])
-        model = cls(encoder, Classifier.load(folder / meta["classifier"]["file"], meta["classifier"]))
+        description = meta["classifier"]
+        model = cls(encoder, None if description is None else Classifier.load(folder / description["file"], description))
         extraction = {**meta["extraction"], "taps": tuple(meta["extraction"]["taps"])}
         model.extraction_ = ExtractionSettings(**extraction)
         model.weights_, model.trained_on_ = meta["weights"], meta["trained_on"]
-        model.uncertainty, model.folder_ = uncertainty, folder
         return model
+
+
+def write_bundle(meta_path: Path, meta: dict, uncertainty: Uncertainty | None) -> None:
+    """Write a model's ``model.json`` and, when it has one, its uncertainty tied to that text by its sha256."""
+    text = json.dumps(meta, indent=1, default=str)
+    meta_path.write_text(text)
+    if uncertainty is not None:
+        uncertainty.run_ = {**uncertainty.run_, "model_sha256": hashlib.sha256(text.encode()).hexdigest()}
+        uncertainty.save(meta_path.parent)
 
 
 def describe_preprocess(pre: Preprocess) -> str:

@@ -24,6 +24,8 @@ def method_title(run: dict) -> str:
     rep = method.representation
     if method.is_baseline:
         title = "VGG16 + LS"
+    elif method.is_fused:
+        title = f"VGG16 + {rep.name}, {method.estimator}"
     elif rep.kind == "vlad":
         title = f"VGG16 + {100 * run['extraction']['density']:g}% Hcol, K={rep.k}, {method.classifier}"
     else:

@@ -76,7 +76,6 @@ def write_page(paths: dict, rows: list[dict], shares: list[dict], queue: list[di
     identity = [
         ("run deployed", f"{run.get('scheme', '')} / {run.get('balance', '')} / {run.get('method', '')}"),
         ("classes", ", ".join(model.classes)),
-        ("classifier", model.classifier.name), ("representation", model.encoder.describe().get("representation", "")),
         ("trained on", f"{model.trained_on_.get('images', '')} images ({model.trained_on_.get('entries', '')} entries)"),
         ("weights", f"{model.weights_.get('name', '')} (sha256 {str(model.weights_.get('sha256', ''))[:12]}...)"),
         ("model.json sha256", str(run.get("model_sha256", ""))[:16] + "..."),

@@ -11,6 +11,11 @@ The inner cross-validation reuses the outer split's encoded training rows (the `
 ``pooled_hypercolumns.h5`` its classifiers were fitted on): a VLAD dictionary (and PCA) was fitted on the outer
 training entries, inner validation rows included, without their labels. That keeps the selection cheap (no
 dictionary per inner fold) and leaves the outer validation fold untouched.
+
+Fused candidates (:mod:`cntem.fusion`) are scored like the others, on the same inner folds: an early fusion's
+classifier standardises on each inner fold's fitting rows; a late fusion combines its members' probabilities of
+each inner validation fold (``mean``), or fits its combiner on the members' out-of-fold probabilities of the inner
+fold's fitting rows, from a further grouped split of those rows (``stack``).
 """
 from __future__ import annotations
 
@@ -18,10 +23,10 @@ from collections import Counter
 
 import numpy as np
 
-from .classify import inner_splitter
+from .classify import inner_splitter, prediction_rows
 from .config import make_classifier
-from .encoded import load_encoded
-from .evaluate import fit_and_predict_fold, fold_metrics, spread
+from .evaluate import fold_metrics, spread
+from .fusion import StackCombiner, for_blocks, load_encoded_parts, mean_probabilities, out_of_fold_probabilities
 from .runs import Method
 from .schemes import ordered_classes
 
@@ -29,14 +34,20 @@ TIE_RULE = "highest mean accuracy; ties to the higher mean macro-F1, then to the
 
 
 def candidate_representations(candidates: list[str]) -> list[str]:
-    """The representation names of the methods `candidates`, each once, in the order they first appear."""
-    return list(dict.fromkeys(Method.parse(c).representation.name for c in candidates))
+    """The representation names the selection of the methods `candidates` reads (a late fusion: its members'), each
+    once, in the order they first appear."""
+    return list(dict.fromkeys(m.representation.name for c in candidates for m in Method.parse(c).members))
 
 
-def training_rows(paths: dict[str, str]):
-    """InnerSelection.fit's `train_of` over encoded fold files ({representation name: path}): of each file only the
-    training split is read, so the outer validation rows cannot reach the selection."""
-    return lambda representation: load_encoded(paths[representation], ("train",))[0]["train"]
+def training_rows(paths: dict[str, list[str]]):
+    """InnerSelection.fit's `train_of` over encoded fold files ({representation name: its file, or its parts'}):
+    of each file only the training split is read, so the outer validation rows cannot reach the selection. The rows
+    carry ``blocks``, the width of each part (early fusion standardises per block)."""
+    def train_of(representation):
+        splits, blocks = load_encoded_parts(paths[representation], ("train",))
+        return {**splits["train"], "blocks": blocks}
+
+    return train_of
 
 
 def best_candidate(scores: dict[str, dict], order: list[str]) -> str:
@@ -51,10 +62,11 @@ def best_candidate(scores: dict[str, dict], order: list[str]) -> str:
 class InnerSelection:
     """Chooses one of `candidates` by a grouped cross-validation over one outer split's training rows only.
 
-    `settings` maps each classifier name to its config section. ``fit(train_of, group_of)``:
-    ``train_of(representation)`` returns the outer split's training rows in that representation (``X``, ``ids``,
-    ``rotations``, ``y``, as ``encoded.load_encoded`` gives a split); every representation must give the same rows
-    in the same order, so all candidates meet the same inner folds. The inner folds never split a group (the rotated copies and twins of
+    `settings` maps each classifier name to its config section, `stack` holds the stacking combiner's settings
+    (``C``, ``inner_folds``, ``seed``: the fusion section). ``fit(train_of, group_of)``: ``train_of(representation)``
+    returns the outer split's training rows in that representation (``X``, ``ids``, ``rotations``, ``y``,
+    ``blocks``, as ``training_rows`` gives them); every representation must give the same rows in the same order, so
+    all candidates meet the same inner folds. The inner folds never split a group (the rotated copies and twins of
     a micrograph stay together) and, like outer validation folds, are scored on original images only
     (rotation 0). Stratified by class where the groups allow (``classify.inner_splitter``, as ``logistic``
     chooses its C).
@@ -65,26 +77,52 @@ class InnerSelection:
     """
 
     def __init__(self, candidates: list[str], settings: dict[str, dict], inner_folds: int = 3, seed: int = 0,
-                 device: str = "cpu", threads: int = 1):
-        self.candidates, self.settings = list(candidates), settings
+                 device: str = "cpu", threads: int = 1, stack: dict | None = None):
+        self.candidates, self.settings, self.stack = list(candidates), settings, stack
         self.inner_folds, self.seed, self.device, self.threads = inner_folds, seed, device, threads
 
     def fit(self, train_of, group_of: dict) -> "InnerSelection":
+        methods = [Method.parse(c) for c in self.candidates]
+        fitted = {m.name: m for c in methods for m in c.members}  # what is fitted on the inner folds
+        stacked = {m.name for c in methods if c.combiner == "stack" for m in c.members}
         representations = candidate_representations(self.candidates)
-        self.scores_, self.used_ids_, reference = {}, set(), None
+        self.used_ids_, reference, proba, out_of_fold = set(), None, {}, {}
         for representation in representations:  # one in memory at a time: at the paper's width each is GBs
             rows = train_of(representation)
             keys = list(zip(rows["ids"], np.asarray(rows["rotations"]).tolist()))
             if reference is None:
                 reference, folds = keys, self._inner_folds(rows, group_of)
+                ids, y, classes = list(rows["ids"]), np.array(rows["y"]), ordered_classes(rows["y"])
             elif keys != reference:
                 raise ValueError(f"{representation}: training rows differ from {representations[0]}'s; candidates "
                                  "must be encodings of the same outer split's plan")
             self.used_ids_ |= set(rows["ids"])
-            classes = ordered_classes(rows["y"])
-            for method in map(Method.parse, self.candidates):
-                if method.representation.name == representation:
-                    self.scores_[method.name] = self._score(method.classifier, rows, folds, classes, group_of)
+            for method in (m for m in fitted.values() if m.representation.name == representation):
+                proba[method.name] = [self._fit_predict(method, rows, train, val, classes, group_of)
+                                      for train, val in folds]
+                if method.name in stacked:
+                    out_of_fold[method.name] = [self._out_of_fold(method, rows, train, classes, group_of)
+                                                for train, _ in folds]
+        self.scores_ = {}
+        for method in methods:
+            accuracy, macro_f1 = [], []
+            for i, (train, val) in enumerate(folds):
+                members = [proba[m.name][i] for m in method.members]
+                if method.combiner == "stack":
+                    combiner = StackCombiner(classes, self.stack["C"], seed=self.stack["seed"])
+                    combiner.fit([out_of_fold[m.name][i] for m in method.members], y[train])
+                    predicted = combiner.predict_proba(members)
+                elif method.combiner == "mean":
+                    predicted = mean_probabilities(members)
+                else:
+                    (predicted,) = members
+                metrics = fold_metrics(prediction_rows([ids[j] for j in val], [f"inner{i}"] * len(val), y[val],
+                                                       predicted, classes), classes)
+                accuracy.append(metrics["accuracy"])
+                macro_f1.append(metrics["macro_f1"])
+            self.scores_[method.name] = {"accuracy": accuracy, "macro_f1": macro_f1,
+                                         "accuracy_mean": float(np.mean(accuracy)),
+                                         "macro_f1_mean": float(np.mean(macro_f1))}
         means = {n: {"accuracy": s["accuracy_mean"], "macro_f1": s["macro_f1_mean"]} for n, s in self.scores_.items()}
         self.best_ = best_candidate(means, self.candidates)
         return self
@@ -102,20 +140,22 @@ class InnerSelection:
                              for train, val in folds]
         return folds
 
-    def _score(self, classifier_name, rows, folds, classes, group_of) -> dict:
-        def part(index):
-            return {"X": rows["X"][index], "ids": [rows["ids"][i] for i in index], "y": [rows["y"][i] for i in index]}
+    def _classifier(self, method, rows, classes):
+        return for_blocks(make_classifier(method.classifier, self.settings[method.classifier], classes, self.device,
+                                          self.threads), rows["blocks"])
 
-        accuracy, macro_f1 = [], []
-        for i, (train, val) in enumerate(folds):
-            classifier = make_classifier(classifier_name, self.settings[classifier_name], classes, self.device,
-                                         self.threads)
-            predictions, _ = fit_and_predict_fold(classifier, part(train), part(val), group_of, f"inner{i}")
-            metrics = fold_metrics(predictions, classes)
-            accuracy.append(metrics["accuracy"])
-            macro_f1.append(metrics["macro_f1"])
-        return {"accuracy": accuracy, "macro_f1": macro_f1, "accuracy_mean": float(np.mean(accuracy)),
-                "macro_f1_mean": float(np.mean(macro_f1))}
+    def _fit_predict(self, method, rows, train, val, classes, group_of) -> np.ndarray:
+        """`method` fitted on an inner fold's training rows: its probabilities of the fold's validation rows."""
+        classifier = self._classifier(method, rows, classes)
+        classifier.fit(rows["X"][train], [rows["y"][i] for i in train], [group_of[rows["ids"][i]] for i in train])
+        return classifier.predict_proba(rows["X"][val])
+
+    def _out_of_fold(self, method, rows, train, classes, group_of) -> np.ndarray:
+        """`method`'s out-of-fold probabilities of an inner fold's training rows (what stacking fits on)."""
+        proba, _ = out_of_fold_probabilities(lambda: self._classifier(method, rows, classes), rows["X"][train],
+                                             [rows["y"][i] for i in train], [group_of[rows["ids"][i]] for i in train],
+                                             self.stack["inner_folds"], self.stack["seed"])
+        return proba
 
     def describe(self) -> dict:
         return {"candidates": self.candidates, "chosen": self.best_, "tie_rule": TIE_RULE,

@@ -8,7 +8,7 @@ it once per held-out fold on the other folds exactly as the bundle's is fitted o
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
