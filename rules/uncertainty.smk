@@ -4,8 +4,6 @@ held-out folds; uncertainty.json joins the model bundle (docs/uncertainty.md).""
 
 
 rule fit_uncertainty:
-    # seconds of numpy on one core: on a cluster, run beside Snakemake rather than queued as a job
-    localrule: True
     input:
         predictions=deployed_run_predictions,
         folds="results/{scheme}/folds.tsv",
