@@ -384,10 +384,11 @@ def test_a_rerun_submits_nothing(sweep):
 
 
 def test_cpu_profile_requests_no_gpu(sweep):
-    """The fixture reran train_model, a GPU rule, through profiles/slurm-cpu."""
+    """The fixture reran train_model, a GPU rule, through profiles/slurm-cpu (and the model's uncertainty after it)."""
     log = sweep["cpu_log"]
     jobs = slurm_jobs(run_id_of(log))
-    assert [j["rule"] for j in jobs.values()] == ["train_model"] and set(jobs) == set(submissions(log))
-    job = next(iter(jobs.values()))
-    assert "TresPerJob" not in job and (job["JobState"], job["ExitCode"]) == ("COMPLETED", "0:0"), job
+    assert sorted(j["rule"] for j in jobs.values()) == ["fit_uncertainty", "train_model"]
+    assert set(jobs) == set(submissions(log))
+    assert all("TresPerJob" not in j and (j["JobState"], j["ExitCode"]) == ("COMPLETED", "0:0") for j in jobs.values())
+    job = next(j for j in jobs.values() if j["rule"] == "train_model")
     assert int(job["NumCPUs"]) == load_profile(CPU_PROFILE)["set-threads"]["train_model"]
