@@ -625,6 +625,8 @@ def assert_deployed_fusions_agree_with_cross_validation(results, tmp_path, weigh
                 head = fitted(columns)
                 assert isinstance(head, BlockStandardized)
                 model = FusedModel(fusion, [Model.from_parts(e, None, store) for e in encoders], head=head)
+        # the deployed bundle's uncertainty, as a bundle needs one: its calibration is checked against CV's below
+        model.uncertainty = Model.load(results / "model" / "tiny").uncertainty
         model.save(tmp_path / fusion.estimator / "model.json")
         deployed = Model.load(tmp_path / fusion.estimator)
         assert isinstance(deployed, FusedModel) and deployed.method == fusion
@@ -635,5 +637,8 @@ def assert_deployed_fusions_agree_with_cross_validation(results, tmp_path, weigh
                                    val["X"], atol=2e-3)
         predicted, _ = predict_images(deployed, [e["path"] for e in entries], weights, torch.device("cpu"))
         assert [p["class"] for p in predicted] == [r["predicted"] for r in cv], fusion.name
-        for p, r in zip(predicted, cv):
-            assert all(abs(float(p[f"p_{c}"]) - float(r[f"p_{c}"])) < 1e-3 for c in ("Cl", "Fi", "Ma")), fusion.name
+        # cross-validation's probabilities through the same calibration as prediction's
+        calibrated = deployed.uncertainty.assess(np.array([[float(r[f"p_{c}"]) for c in ("Cl", "Fi", "Ma")]
+                                                           for r in cv]))["proba"]
+        for p, row in zip(predicted, calibrated):
+            assert all(abs(float(p[f"p_{c}"]) - v) < 1e-3 for c, v in zip(("Cl", "Fi", "Ma"), row)), fusion.name
