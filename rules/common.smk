@@ -13,7 +13,7 @@ from cntem.experiment import OtherExperimentError, check_experiment, experiment_
 from cntem.io import folder_fingerprint
 from cntem.method_space import MethodSpace
 from cntem.runs import (CLASSIFIERS, FUSED, LATE_ESTIMATOR_PATTERN, METHOD_PATTERN, REPRESENTATION_PATTERN,
-                        ROTATION_AVERAGING, Method, Run, Representation, kind_pattern, predictions_file)
+                        Method, Run, Representation, kind_pattern, predictions_file)
 from cntem.selection import candidate_representations
 from cntem.schemes import resolve_scheme
 
@@ -55,9 +55,10 @@ FOLDS = list(range(config["cv"]["folds"]))
 REPEATS = config["cv"]["repeats"]
 SPLITS = list(range(REPEATS * len(FOLDS)))
 MODEL_SCHEME = SPACE.model_scheme
-# Balance strategies whose runs are also evaluated with test-time rotation averaging: their plans, fold files and
-# fold jobs hold each validation image's rotated copies.
+# Balance strategies whose runs are also evaluated with test-time averaging over AVERAGING_GROUP (rot4 or d8): their
+# plans, fold files and fold jobs hold each validation image's rotated (and with d8 mirrored) copies.
 TTA_BALANCES = SPACE.averaged_balances
+AVERAGING_GROUP = SPACE.averaging_group
 INPUT_MODES = SPACE.input_modes
 try:
     CORES = workflow.cores
@@ -196,10 +197,10 @@ def late_fusion_inputs(wildcards):
 
 
 def late_fusion_averaged_inputs(wildcards):
-    """One split of a late fusion's members' rotation-averaged predictions."""
+    """One split of a late fusion's members' averaged predictions."""
     method = Method.of_fold_job(wildcards.representation, wildcards.estimator)
     return [f"{method_dir(wildcards.scheme, wildcards.balance, m, wildcards.fold)}/"
-            f"{predictions_file(ROTATION_AVERAGING)}" for m in method.members]
+            f"{predictions_file(AVERAGING_GROUP)}" for m in method.members]
 
 
 def late_fusion_settings(wildcards):

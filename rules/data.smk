@@ -78,8 +78,8 @@ rule balance_plan:
     params:
         per_class=config["balance"]["per_class"],
         seed=config["balance"]["seed"],
-        # the validation images' rotated copies too: the plans are what the manifest extracts
-        rotation_averaging=lambda wildcards: wildcards.balance in TTA_BALANCES,
+        # the validation images' copies averaging needs too: the plans are what the manifest extracts
+        averaging_group=lambda wildcards: AVERAGING_GROUP if wildcards.balance in TTA_BALANCES else "",
     log:
         "results/logs/{scheme}/{balance}/balance_plan.log",
     conda:

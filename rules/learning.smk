@@ -1,7 +1,7 @@
 """Stage 3: per (scheme, balance, representation, split): the representation's dictionary and encoded entries, and
-each classifier's fit and predictions (cntem.runs names them). At the balance strategies evaluated with rotation
-averaging, the fold files also hold each validation image's rotated copies, and the fold jobs (train_classifier_tta,
-train_baseline_tta) also write the averaged predictions."""
+each classifier's fit and predictions (cntem.runs names them). At the balance strategies evaluated with test-time
+averaging, the fold files also hold each validation image's rotated (with d8 also mirrored) copies, and the fold jobs
+(train_classifier_tta, train_baseline_tta) also write the averaged predictions."""
 
 # One split's files of a representation, as a pattern (common.smk's fold_dir gives them for a run).
 FOLD_FILES = "results/{scheme}/{balance}/{representation}/fold{fold}"
@@ -155,13 +155,16 @@ rule late_fusion:
 
 if TTA_BALANCES:
 
-    # Rotation averaging: at the balance strategies it names, the same fold jobs also predict the validation images'
-    # rotated copies of their fold file and write the averaged predictions; preferred where both rules match.
+    # Test-time averaging: at the balance strategies it names, the same fold jobs also predict the validation images'
+    # copies in the other orientations of AVERAGING_GROUP, from their fold file, and write the averaged predictions;
+    # preferred where both rules match.
     use rule train_classifier as train_classifier_tta with:
         output:
             predictions="results/{scheme}/{balance}/{representation}/fold{fold}/{classifier}/predictions.tsv",
             fit="results/{scheme}/{balance}/{representation}/fold{fold}/{classifier}/fit.json",
-            averaged=f"{FOLD_FILES}/{{classifier}}/{predictions_file(ROTATION_AVERAGING)}",
+            averaged=f"{FOLD_FILES}/{{classifier}}/{predictions_file(AVERAGING_GROUP)}",
+        params:
+            averaging_group=AVERAGING_GROUP,
         wildcard_constraints:
             balance="|".join(TTA_BALANCES),
             representation=f"{kind_pattern('vlad')}|{kind_pattern('pooled')}|{kind_pattern(FUSED)}",
@@ -170,25 +173,27 @@ if TTA_BALANCES:
         output:
             predictions="results/{scheme}/{balance}/{representation}/fold{fold}/linear_softmax/predictions.tsv",
             fit="results/{scheme}/{balance}/{representation}/fold{fold}/linear_softmax/fit.json",
-            averaged=f"{FOLD_FILES}/linear_softmax/{predictions_file(ROTATION_AVERAGING)}",
+            averaged=f"{FOLD_FILES}/linear_softmax/{predictions_file(AVERAGING_GROUP)}",
+        params:
+            averaging_group=AVERAGING_GROUP,
         wildcard_constraints:
             balance="|".join(TTA_BALANCES),
             representation=kind_pattern("top"),
 
     rule late_fusion_averaged:
-        """One fold of a late fusion at a rotation-averaged balance strategy: its combiner applied to the members'
-        rotation-averaged probabilities (method <representation>/<combiner>-<classifiers>-rot4)."""
+        """One fold of a late fusion at an averaged balance strategy: its combiner applied to the members' averaged
+        probabilities (method <representation>/<combiner>-<classifiers>-<averaging group>)."""
         input:
             averaged=late_fusion_averaged_inputs,
             fit="results/{scheme}/{balance}/{representation}/fold{fold}/{estimator}/fit.json",
             combiner="results/{scheme}/{balance}/{representation}/fold{fold}/{estimator}/combiner.joblib",
         output:
-            averaged=f"{FOLD_FILES}/{{estimator}}/{predictions_file(ROTATION_AVERAGING)}",
+            averaged=f"{FOLD_FILES}/{{estimator}}/{predictions_file(AVERAGING_GROUP)}",
         wildcard_constraints:
             balance="|".join(TTA_BALANCES),
             estimator=LATE_ESTIMATOR_PATTERN,
         log:
-            "results/logs/{scheme}/{balance}/{representation}/fold{fold}/{estimator}-rot4.log",
+            f"results/logs/{{scheme}}/{{balance}}/{{representation}}/fold{{fold}}/{{estimator}}-{AVERAGING_GROUP}.log",
         conda:
             "../envs/cntem.yaml"
         script:

@@ -13,6 +13,7 @@ from cntem.features import ExtractionSettings
 from cntem.hypercolumns import HypercolumnNet, extract_shard, net_input, prepare_image, sample_coordinates, stored_taps
 from cntem.maps import sample_feature_maps
 from cntem.vlad import VladEncoder, vlad
+from cntem.tta import GROUPS
 from cntem.shards import (SHARD_FORMAT, DiskSpaceError, HypercolumnStore, StaleShardError, assemble_hypercolumns,
                           check_disk, format_bytes, shard_bytes, shard_manifest)
 
@@ -174,6 +175,13 @@ def test_rotation_is_applied_to_the_network_input():
     assert np.array_equal(prepare_image(grey, squash, 270), np.rot90(base, 3))
     crop = prepare_image(grey, crop, 0)
     assert crop.shape == (8, 8) and not np.array_equal(crop, base)
+    # the mirrored orientations (d8 averaging): left-right mirror first, then the rotation
+    assert np.array_equal(prepare_image(grey, squash, 360), base[:, ::-1])
+    assert np.array_equal(prepare_image(grey, squash, 450), np.rot90(base[:, ::-1]))
+    eight = [prepare_image(grey, squash, o).tobytes() for o in GROUPS["d8"]]
+    assert len(set(eight)) == 8  # an asymmetric image: eight distinct network inputs
+    with pytest.raises(ValueError, match="orientation 45"):
+        prepare_image(grey, squash, 45)
 
 
 def test_shard_contents_attributes_and_determinism(entries, weights, tmp_path):

@@ -32,7 +32,7 @@ from cntem.pooled import PooledHypercolumnEncoder
 from cntem.predict import predict_images, prediction_columns
 from cntem.shards import HypercolumnStore
 from cntem.synthetic import NIOSH_PREFIX, generate_dataset
-from cntem.tta import TTA_ROTATIONS
+from cntem.tta import GROUPS, orient
 from cntem.uncertainty import Uncertainty, UncertaintySettings
 from cntem.vlad import VladEncoder
 
@@ -207,10 +207,9 @@ def test_rotation_averaging_is_the_mean_of_the_four_rotations_predictions(traine
     model = Model.load(model_dir)
     good = copy_images(images, sorted(p.name for p in images.glob("*.tif"))[:3], tmp_path / "batch")
     bad = damage(tmp_path / "batch", like=good[0])["truncated"]
-    rows, unreadable = predict_images(model, [good[0], bad, *good[1:]], weights, CPU, batch_size=3,
-                                      rotation_averaging=True)
+    rows, unreadable = predict_images(model, [good[0], bad, *good[1:]], weights, CPU, batch_size=3, averaging="rot4")
     assert [r["file"] for r in rows] == list(map(str, good)) and [u["file"] for u in unreadable] == [str(bad)]
-    entries = [{"id": f.name, "rotation": r, "path": str(f)} for f in good for r in TTA_ROTATIONS]
+    entries = [{"id": f.name, "rotation": r, "path": str(f)} for f in good for r in GROUPS["rot4"]]
     four = model.predict_proba(model.encode_images(entries, weights, CPU)).reshape(len(good), 4, len(CLASSES))
     calibrate = model.uncertainty.calibrate  # the averaged probabilities are calibrated, as every prediction's
     np.testing.assert_allclose(probabilities(rows), calibrate(four.mean(1)), atol=6e-5)  # the CSV's 4 decimals
@@ -224,9 +223,9 @@ def test_rotation_averaging_is_the_mean_of_the_four_rotations_predictions(traine
     assert read_csv(out) == [{k: str(r[k]) for k in prediction_columns(CLASSES)} for r in rows]
 
 
-def test_a_rotation_invariant_image_gets_the_same_answer_averaged_or_not(trained, weights, tmp_path):
-    """An image equal to its own 90-degree rotations is one network input four times: its pooled hypercolumns,
-    and so its averaged probabilities, are those of the image alone. An ordinary image's are not."""
+@pytest.fixture(scope="module")
+def pooled_model(trained):
+    """A model of pooled hypercolumns (no pixel sample: its features depend on the network input alone)."""
     model_dir, images = trained
     files = sorted(images.glob("*.tif"))
     class_of_prefix = {NIOSH_PREFIX[c]: c for c in CLASSES}
@@ -234,17 +233,47 @@ def test_a_rotation_invariant_image_gets_the_same_answer_averaged_or_not(trained
     with HypercolumnStore([model_dir.parent / "shard-000.h5"]) as store:
         model.fit(store, [(f.name, 0) for f in files], [class_of_prefix[f.stem.rsplit("-", 1)[0]] for f in files],
                   [f.name for f in files])
-    centre = (IMAGE_SIZE - 1) / 2  # a ring pattern centred on the middle of the pixel grid: symmetric under rot90
+    return model
+
+
+def shown(row) -> dict:
+    """A prediction as the CSV shows it (4 decimals)."""
+    return {k: row[k] for k in prediction_columns(CLASSES) if k != "file"}
+
+
+@pytest.mark.parametrize("group", ["rot4", "d8"])
+def test_an_image_invariant_under_the_group_gets_the_same_answer_averaged_or_not(trained, pooled_model, weights,
+                                                                                 tmp_path, group):
+    """An image equal to its own rotations and mirror images is one network input 4 or 8 times: its averaged
+    probabilities are those of the image alone. An ordinary image's are not."""
+    centre = (IMAGE_SIZE - 1) / 2  # a ring pattern centred on the middle of the pixel grid: symmetric under d8
     radius = np.hypot(*np.meshgrid(np.arange(IMAGE_SIZE) - centre, np.arange(IMAGE_SIZE) - centre))
     ring = (127.5 + 127.5 * np.cos(radius / 3)).astype(np.uint8)
-    assert all((np.rot90(ring, k) == ring).all() for k in (1, 2, 3))
+    assert all((orient(ring, o) == ring).all() for o in GROUPS[group])
     Image.fromarray(ring).save(tmp_path / "ring.tif")  # at the network's input size: no resampling either
-    ordinary = files[0]
-    averaged, _ = predict_images(model, [tmp_path / "ring.tif", ordinary], weights, CPU, rotation_averaging=True)
-    plain, _ = predict_images(model, [tmp_path / "ring.tif", ordinary], weights, CPU)
-    shown = lambda row: {k: row[k] for k in prediction_columns(CLASSES)}  # noqa: E731  (the CSV's: 4 decimals)
+    ordinary = sorted(trained[1].glob("*.tif"))[0]
+    averaged, _ = predict_images(pooled_model, [tmp_path / "ring.tif", ordinary], weights, CPU, averaging=group)
+    plain, _ = predict_images(pooled_model, [tmp_path / "ring.tif", ordinary], weights, CPU)
     assert shown(averaged[0]) == shown(plain[0])
     assert shown(averaged[1]) != shown(plain[1])
+
+
+def test_averaging_makes_the_answer_invariant_under_its_group_only(trained, pooled_model, weights, tmp_path):
+    """An image, rotated or mirrored, gets its group-averaged answer unchanged when the group holds that
+    transformation (the copies' network inputs are one set): rot4 for rotations, d8 for rotations and mirror images.
+    rot4 of a mirror image is another answer, as is the plain prediction of a rotated image."""
+    _, images = trained
+    grey = np.array(Image.open(sorted(images.glob("*.tif"))[0]))
+    assert grey.shape == (IMAGE_SIZE, IMAGE_SIZE)  # no resampling: the copies are exactly the network's inputs
+    files = []
+    for orientation in (0, 90, 360, 630):
+        files.append(tmp_path / f"copy-{orientation}.tif")
+        Image.fromarray(np.ascontiguousarray(orient(grey, orientation))).save(files[-1])
+    answers = {group: [shown(r) for r in predict_images(pooled_model, files, weights, CPU, averaging=group)[0]]
+               for group in ("", "rot4", "d8")}
+    assert answers["d8"][1:] == answers["d8"][:1] * 3
+    assert answers["rot4"][1] == answers["rot4"][0] and answers["rot4"][2] != answers["rot4"][0]
+    assert answers[""][1] != answers[""][0]
 
 
 def test_help_documents_the_exit_codes(capsys):

@@ -363,6 +363,40 @@ def test_adding_and_removing_images_extracts_only_the_new_entries(tmp_path):
     assert sorted(p.relative_to(data).as_posix() for p in data.rglob("*")) == listing  # input folder untouched
 
 
+def test_dihedral_averaging_predicts_each_validation_image_in_its_eight_orientations(tiny_run, tmp_path):
+    """evaluation.averaging_group d8 on a finished run (3 balanced classes: no image rotated yet): the store adds each
+    image's other 7 orientations and computes nothing it held, and the fold jobs of method <method>-d8 average each
+    validation image's 8 orientations, no other image's."""
+    import shutil
+
+    from cntem.folds import VAL_ROTATED
+    from cntem.io import read_table
+    from cntem.tta import GROUPS
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_run, work, symlinks=True)  # modification times kept: the run's outputs stay up to date
+    config = {**TINY, "evaluation": {"rotation_averaging": ["rotate"], "averaging_group": "d8"}}
+    method = "squash-pooled/xgboost-d8"
+    manifest_path = work / "results" / "hypercolumns" / "squash" / "manifest.tsv"
+    held = {(r["id"], int(r["rotation"])) for r in read_table(manifest_path)}
+    log = snakemake(work, config, f"results/tiny/rotate/{method}/metrics.json")
+    manifest = {(r["id"], int(r["rotation"])) for r in read_table(manifest_path)}
+    ids = {i for i, _ in manifest}
+    assert held == {(i, 0) for i in ids} and manifest == {(i, o) for i in ids for o in GROUPS["d8"]}
+    shards = {w.rpartition("shard=")[2] for w in jobs_of(log, "extract_hypercolumns")}
+    assert entries_extracted(work, shards) == len(manifest - held) == 7 * len(ids)  # nothing it held
+    plan = read_table(work / "results" / "tiny" / "rotate" / "plan.tsv")
+    for fold in range(2):
+        job = work / "results" / "tiny" / "rotate" / "squash-pooled" / f"fold{fold}" / "xgboost"
+        averaged, plain = read_table(job / "predictions-d8.tsv"), read_table(job / "predictions.tsv")
+        val = [r["id"] for r in plan if r["role"] == "val" and int(r["fold"]) == fold]
+        assert [r["id"] for r in averaged] == [r["id"] for r in plain] and sorted(val) == sorted(r["id"] for r in plain)
+        assert any(a["p_Cl"] != p["p_Cl"] for a, p in zip(averaged, plain))  # the copies change the answer
+        copies = {(r["id"], int(r["rotation"])) for r in plan if r["role"] == VAL_ROTATED and int(r["fold"]) == fold}
+        assert copies == {(i, o) for i in val for o in GROUPS["d8"][1:]}
+    assert not list(work.rglob("predictions-rot4.tsv"))
+
+
 def test_invalid_config_names_the_key_in_one_line(tmp_path):
     bad = {**TINY, "hypercolumns": {"density": 0.1, "imagesize": 64}, "colour": "blue"}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(bad))

@@ -1,5 +1,5 @@
-"""Rule balance_plan: what each fold trains (with rotated copies) and validates on (with rotation averaging, also the
-validation images' rotated copies), and the final model's set."""
+"""Rule balance_plan: what each fold trains (with rotated copies) and validates on (with test-time averaging, also the
+validation images' copies in the group's other orientations), and the final model's set."""
 from collections import Counter
 
 from cntem import rule_log
@@ -10,8 +10,8 @@ log = rule_log(snakemake.log[0])
 folds = read_table(snakemake.input.folds)
 params, strategy = snakemake.params, snakemake.wildcards.balance
 plan = balance_plan(folds, strategy, params.per_class, params.seed)
-if params.rotation_averaging:
-    plan += rotated_validation(plan)
+if params.averaging_group:
+    plan += rotated_validation(plan, params.averaging_group)
 write_table(snakemake.output.plan, plan, PLAN_COLUMNS)
 write_table(snakemake.output.model_plan, model_training_set(folds, strategy, params.per_class, params.seed),
             PLAN_COLUMNS)

@@ -1,5 +1,5 @@
-"""Rule late_fusion_averaged: one fold of a late fusion's rotation-averaged method, its combiner (fitted by rule
-late_fusion, not refitted) applied to its members' rotation-averaged probabilities."""
+"""Rule late_fusion_averaged: one fold of a late fusion's averaged method, its combiner (fitted by rule late_fusion, not
+refitted) applied to its members' test-time averaged probabilities."""
 import json
 
 import joblib
@@ -15,4 +15,4 @@ with open(snakemake.input.fit) as fh:
 rows = combined_rows(joblib.load(snakemake.input.combiner), [read_table(p) for p in snakemake.input.averaged],
                      classes, snakemake.wildcards.fold)
 write_fold_predictions(rows, classes, snakemake.output.averaged)
-log.info("%s: %d rotation-averaged validation images combined", dict(snakemake.wildcards.items()), len(rows))
+log.info("%s: %d averaged validation images combined", dict(snakemake.wildcards.items()), len(rows))

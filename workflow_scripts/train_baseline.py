@@ -1,8 +1,8 @@
 """Rule train_baseline: the paper's VGG16 + linear softmax on pooled top-layer features; as rule train_baseline_tta,
-also the rotation-averaged predictions of the validation images."""
+also the validation images' predictions averaged over the averaging group."""
 from cntem import rule_log
 from cntem.config import make_classifier
-from cntem.evaluate import fit_and_predict_fold, rotation_averaged_rows, write_fold_outputs, write_fold_predictions
+from cntem.evaluate import fit_and_predict_fold, group_averaged_rows, write_fold_outputs, write_fold_predictions
 from cntem.folds import VAL_ROTATED, entry_keys, fold_entries
 from cntem.io import read_table
 from cntem.schemes import ordered_classes
@@ -21,6 +21,7 @@ classifier = make_classifier("linear_softmax", snakemake.params.settings, classe
 rows, info = fit_and_predict_fold(classifier, features["train"], features["val"], group_of, snakemake.wildcards.fold)
 write_fold_outputs(rows, info, classifier.classes, snakemake.output.predictions, snakemake.output.fit)
 if averaged_path:
-    averaged = rotation_averaged_rows(classifier, features["val"], features[VAL_ROTATED], snakemake.wildcards.fold)
+    averaged = group_averaged_rows(classifier, features["val"], features[VAL_ROTATED], snakemake.wildcards.fold,
+                                   snakemake.params.averaging_group)
     write_fold_predictions(averaged, classifier.classes, averaged_path)
 log.info("baseline fold %s: accuracy %.3f", snakemake.wildcards.fold, info["accuracy"])

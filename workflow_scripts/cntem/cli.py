@@ -6,6 +6,7 @@ import sys
 
 from . import WEIGHTS_CACHE, ActionableError, __version__, log_to
 from .features import ExtractionSettings
+from .tta import GROUPS
 
 EXIT_CODES = """\
 Every image gets calibrated class probabilities, a prediction set (the classes the true one is among at the
@@ -32,7 +33,7 @@ def _predict(args) -> int:
     model = Model.load(args.model)
     weights = load_weights(args.weights or model.weights_["name"], args.weights_cache)
     rows, unreadable = predict_images(model, list_images(args.images), weights, resolve_device(args.device),
-                                      args.batch_size, progress=True, rotation_averaging=args.rotation_averaging)
+                                      args.batch_size, progress=True, averaging=args.rotation_averaging)
     paths = output_paths(args.out)
     shares = write_predictions(rows, unreadable, model, paths, title=paths["predictions"].stem)
     require_a_classified_image(rows, unreadable, paths["unreadable"])
@@ -61,9 +62,10 @@ def main(argv=None) -> int:
     p.add_argument("--weights-cache", default=WEIGHTS_CACHE)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=ExtractionSettings.batch_size)
-    p.add_argument("--rotation-averaging", action="store_true",
-                   help="average each image's class probabilities over the image and its 90/180/270-degree rotated "
-                        "copies (4x the network time)")
+    p.add_argument("--rotation-averaging", nargs="?", const="rot4", default="", choices=sorted(GROUPS),
+                   metavar="GROUP", help="average each image's class probabilities over the image in every orientation "
+                   "of GROUP: rot4 (the default GROUP) its 90/180/270-degree rotations, 4x the network time; d8 those "
+                   "and their mirror images, 8x")
     args = parser.parse_args(argv)
     log_to(None)
     from .predict import NothingClassifiedError  # imports torch: only now, so that --help stays instant

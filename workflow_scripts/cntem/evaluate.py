@@ -12,7 +12,7 @@ from .folds import VAL_ROTATED
 from .io import write_table
 from .runs import Method
 from .schemes import class_tree
-from .tta import average_over_rotations
+from .tta import average_over_group
 
 # A run's columns (cntem.runs.Run.columns: the method's name and its parts), then the metric's.
 RUN_COLUMNS = ["scheme", "balance", "method", "input_mode", "representation", "k", "classifier", "averaging"]
@@ -41,16 +41,17 @@ def fit_and_predict_fold(classifier: Classifier, train: dict, val: dict, group_o
     return rows, info
 
 
-def rotation_averaged_rows(classifier: Classifier, val: dict, rotated: dict, fold) -> list[dict]:
-    """A fold's validation predictions with each image's class probabilities averaged over the image and its three
-    rotated copies (test-time rotation averaging): fit_and_predict_fold's rows and columns, in `val`'s order.
+def group_averaged_rows(classifier: Classifier, val: dict, rotated: dict, fold, group: str) -> list[dict]:
+    """A fold's validation predictions with each image's class probabilities averaged over the image and its copies
+    in the other orientations of `group` (test-time averaging, tta.GROUPS): fit_and_predict_fold's rows and columns,
+    in `val`'s order.
 
-    `rotated` holds the copies like `val` (``X``, ``ids``, ``rotations``); the fitted `classifier` predicts both,
-    nothing is refitted.
+    `rotated` holds the copies like `val` (``X``, ``ids``, ``rotations``: their orientations); the fitted
+    `classifier` predicts both, nothing is refitted.
     """
     proba = classifier.predict_proba(np.concatenate([val["X"], rotated["X"]]))
-    ids, averaged = average_over_rotations(list(val["ids"]) + list(rotated["ids"]),
-                                           [*val["rotations"], *rotated["rotations"]], proba)
+    ids, averaged = average_over_group(list(val["ids"]) + list(rotated["ids"]),
+                                       [*val["rotations"], *rotated["rotations"]], proba, group)
     return prediction_rows(ids, [fold] * len(ids), val["y"], averaged, classifier.classes)
 
 

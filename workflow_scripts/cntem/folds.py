@@ -2,7 +2,7 @@
 
 Leakage rule: every entry derived from a micrograph (its rotated copies, its byte-identical
 twins, tiles sharing a group) lives in the fold of its group. Validation entries are never
-augmented (the rotated copies rotation averaging predicts are validation entries, never trained on).
+augmented (the rotated and mirrored copies test-time averaging predicts are validation entries, never trained on).
 """
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from collections import defaultdict
 
 import numpy as np
 
+from .tta import copies
+
 log = logging.getLogger(__name__)
 
 PLAN_COLUMNS = ["id", "rotation", "class", "fold", "role"]
 ROTATIONS = (90, 180, 270)
-# The plan role of a validation image's rotated copies (evaluation.rotation_averaging): predicted by the image's
-# fold for rotation averaging only, never trained on, and like every validation entry in its image's fold.
+# The plan role of a validation image's rotated (and with d8 mirrored) copies (evaluation.rotation_averaging): predicted
+# by the image's fold for test-time averaging only, never trained on, and like every validation entry in its image's
+# fold.
 VAL_ROTATED = "val_rotated"
 
 
@@ -140,17 +143,17 @@ def entry_keys(rows: list[dict]) -> list[tuple[str, int]]:
     return [(r["id"], int(r["rotation"])) for r in rows]
 
 
-def rotated_validation(plan: list[dict]) -> list[dict]:
-    """Plan rows (role VAL_ROTATED) of the 90/180/270-degree rotated copies of every validation image of `plan`,
-    each in its image's fold: what rotation averaging predicts beside the image. Added to a plan, they also make
-    the manifest extract those rotations."""
-    return [{**r, "rotation": rot, "role": VAL_ROTATED} for r in plan if r["role"] == "val" for rot in ROTATIONS]
+def rotated_validation(plan: list[dict], group: str) -> list[dict]:
+    """Plan rows (role VAL_ROTATED) of the copies of every validation image of `plan` in the other orientations of
+    averaging `group` (tta.GROUPS), each in its image's fold: what test-time averaging predicts beside the image.
+    Added to a plan, they also make the manifest extract those orientations."""
+    return [{**r, "rotation": rot, "role": VAL_ROTATED} for r in plan if r["role"] == "val" for rot in copies(group)]
 
 
 def fold_entries(plan: list[dict], fold: int, rotated: bool = False) -> dict[str, list[dict]]:
     """The plan rows of one split (a fold of some repeat, :func:`split_index`), by role: {"train": [...], "val": [...]},
-    and with `rotated` the validation images' rotated copies under VAL_ROTATED (only the jobs of rotation-averaged
-    runs encode them)."""
+    and with `rotated` the validation images' rotated (or mirrored) copies under VAL_ROTATED (only the jobs of
+    averaged runs encode them)."""
     split = {"train": [], "val": [], **({VAL_ROTATED: []} if rotated else {})}
     for r in plan:
         if int(r["fold"]) == int(fold) and r["role"] in split:

@@ -35,18 +35,20 @@ from .features import CONV_CHANNELS, CONV_INDEX, POOL5_INDEX, VIEW_MODES, Extrac
 from .io import read_grey
 from .maps import sample_feature_maps
 from .shards import SHARD_FORMAT, disk_full_error
+from .tta import orient
 
 log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- images
 def prepare_image(grey: np.ndarray, settings: ExtractionSettings, rotation: int = 0) -> np.ndarray:
-    """Grey uint8 of any size -> the uint8 network input, rotated counter-clockwise.
+    """Grey uint8 of any size -> the uint8 network input in orientation `rotation` (tta.orient: rotated
+    counter-clockwise, mirrored first from 360 on).
 
     ``squash`` resizes the whole micrograph to an image_size square (the paper); ``center_crop`` keeps the
     aspect ratio and crops the centre; ``tiles`` and ``native`` resize it to its scaled_size (its own pixels
-    up to max_side), whose views the network reads. The rotation is applied to the resized input, so a
-    rotated copy is exactly the rotated view of what the network sees for the original.
+    up to max_side), whose views the network reads. The orientation is applied to the resized input, so a
+    rotated or mirrored copy is exactly that view of what the network sees for the original.
     """
     im, size, mode = Image.fromarray(grey), settings.image_size, settings.input_mode
     if mode in ("tiles", "native"):
@@ -63,7 +65,7 @@ def prepare_image(grey: np.ndarray, settings: ExtractionSettings, rotation: int 
     else:
         raise ValueError(f"unknown input mode {mode!r} (squash, center_crop, tiles or native)")
     # a writable copy: PIL's array is read-only, and torch warns about tensors of read-only arrays
-    return np.ascontiguousarray(np.rot90(np.array(im), k=(rotation // 90) % 4))
+    return np.ascontiguousarray(orient(np.array(im), rotation))
 
 
 def stable_hash(text: str) -> int:

@@ -11,15 +11,16 @@ What runs, per scheme (the paper's protocol first, then what the config adds bey
   VLAD at ``k`` and on the pooled hypercolumns (when on), and the baseline;
 - fusion (``fusion.methods``), at the main balance strategy: each early or late fusion named, and the single methods
   it fuses (a late fusion's members, an early fusion's representations each with its classifier);
-- test-time rotation averaging (``evaluation.rotation_averaging``): every run above at a balance strategy it names
-  is evaluated a second time with its probabilities averaged over the four rotations, from the same fold jobs (a
-  late fusion: of its members' averaged probabilities).
+- test-time averaging (``evaluation.rotation_averaging``): every run above at a balance strategy it names is
+  evaluated a second time with its probabilities averaged over ``evaluation.averaging_group`` (the four rotations,
+  rot4, or with their mirror images, d8), from the same fold jobs (a late fusion: of its members' averaged
+  probabilities).
 
 The classifiers of a scheme are ``classifiers`` less ``hierarchical`` where the scheme's classes form no tree.
 """
 from __future__ import annotations
 
-from .runs import BASELINE_CLASSIFIER, ROTATION_AVERAGING, Method, Run
+from .runs import BASELINE_CLASSIFIER, Method, Run
 from .schemes import class_tree, resolve_scheme, scheme_classes
 
 
@@ -39,6 +40,7 @@ class MethodSpace:
         self.input_modes = [self.main_mode, *self.other_modes]
         averaging = config["evaluation"]["rotation_averaging"]
         self.averaged_balances = self.strategies if averaging is True else list(averaging or [])
+        self.averaging_group = config["evaluation"]["averaging_group"]
         self.model_scheme = config["model"]["scheme"] or self.schemes[0]
         self.fusions = [Method.parse(name) for name in config["fusion"]["methods"]]
 
@@ -92,11 +94,11 @@ class MethodSpace:
 
     def runs(self) -> list[Run]:
         """Every cross-validated run of every scheme: the plain ones and, at each averaged balance strategy, each of
-        them averaged over the four rotations."""
+        them averaged over the averaging group."""
         runs = []
         for scheme in self.schemes:
             plain = self.plain_runs(scheme)
-            runs += plain + [Run(r.scheme, r.balance, r.method.averaged(ROTATION_AVERAGING))
+            runs += plain + [Run(r.scheme, r.balance, r.method.averaged(self.averaging_group))
                              for r in plain if r.balance in self.averaged_balances]
         return sorted(runs)
 

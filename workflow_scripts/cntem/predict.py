@@ -20,7 +20,7 @@ from . import ActionableError
 from .backbone import Weights
 from .io import IMAGE_SUFFIXES, write_table
 from .model import Model
-from .tta import TTA_ROTATIONS, average_over_rotations
+from .tta import GROUPS, average_over_group
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def list_images(inputs) -> list[Path]:
 
 
 def predict_images(model: Model, files, weights: Weights, device: torch.device, batch_size: int = 16,
-                   progress: bool = False, rotation_averaging: bool = False) -> tuple[list[dict], list[dict]]:
+                   progress: bool = False, averaging: str = "") -> tuple[list[dict], list[dict]]:
     """Classify `files` -> (rows, unreadable).
 
     rows: one per classified file, in the order given: file, predicted class, its probability, the
@@ -59,13 +59,13 @@ def predict_images(model: Model, files, weights: Weights, device: torch.device, 
     under ``raw`` the classifier's own probabilities. unreadable: file and reason for every file that could not be
     decoded; those are logged and left out of rows. A model without an Uncertainty (assembled in memory, never
     bundled) gives its own probabilities and leaves set, review and doubt empty.
-    With `rotation_averaging` a file's probabilities are the mean over the file and its 90/180/270-degree
-    rotated copies (tta.average_over_rotations), each through the same extraction and encoder.
+    With `averaging` (a group of tta.GROUPS: rot4, d8) a file's probabilities are the mean over the file in
+    every orientation of the group (tta.average_over_group), each through the same extraction and encoder.
     """
     from tqdm import tqdm
 
     files = [str(f) for f in files]
-    rotations = TTA_ROTATIONS if rotation_averaging else (0,)
+    rotations = GROUPS[averaging] if averaging else (0,)
     # A file's pixel sample is keyed by its name, as a dataset image's is by its id. Entries are
     # file-major: entry j is file j // len(rotations).
     entries = [{"id": Path(f).name, "rotation": r, "path": f} for f in files for r in rotations]
@@ -90,8 +90,8 @@ def predict_images(model: Model, files, weights: Weights, device: torch.device, 
     bar.close()
     kept = [j for j in range(len(entries)) if j // len(rotations) not in reasons]  # the order of the rows of x
     classified, proba = [j // len(rotations) for j in kept], model.predict_proba(x)
-    if rotation_averaging:
-        classified, proba = average_over_rotations(classified, [entries[j]["rotation"] for j in kept], proba)
+    if averaging:
+        classified, proba = average_over_group(classified, [entries[j]["rotation"] for j in kept], proba, averaging)
     rows = []
     assessed = model.uncertainty.assess(proba) if model.uncertainty is not None and len(proba) else None
     for k, (i, raw) in enumerate(zip(classified, proba)):

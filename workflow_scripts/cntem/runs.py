@@ -64,9 +64,8 @@ BASELINE_CLASSIFIER = "linear_softmax"
 FUSED = "fused"
 # Late fusion: how member methods' class probabilities are combined (cntem.fusion).
 COMBINERS = {"mean": "mean of", "stack": "stack of"}
-# Test-time averaging of an image's class probabilities over a group of its transformations (cntem.tta).
-AVERAGINGS = {"rot4": "averaged over 4 rotations"}
-ROTATION_AVERAGING = "rot4"
+# Test-time averaging of an image's class probabilities over a group of its transformations (cntem.tta.GROUPS).
+AVERAGINGS = {"rot4": "averaged over 4 rotations", "d8": "averaged over 4 rotations and their mirror images"}
 
 _MODE = "|".join(INPUT_MODES)
 _TOKEN = "|".join(kind.token for kind in KINDS.values())

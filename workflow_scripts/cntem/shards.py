@@ -84,7 +84,8 @@ def shard_manifest(images: list[dict], plans: list[list[dict]], shards: int | st
                    extracted: StoreContents | None = None) -> list[dict]:
     """The (image, rotation) entries the plans need, each with its path, shard and number of views.
 
-    A class that any plan augments gets all three rotations of every image extracted, so the
+    A class that any plan augments gets all three rotations of every image extracted (and every mirrored
+    orientation, tta.MIRRORED, a plan has for any of its images: the copies of d8 averaging), so the
     manifest depends on class membership, not on fold assignment. Shards are append-only: an entry
     the store already holds (`extracted`) stays in its shard unless its image file is newer than that
     shard (replaced since); the others (added images, rotated copies a plan needs for the first time,
@@ -100,11 +101,13 @@ def shard_manifest(images: list[dict], plans: list[list[dict]], shards: int | st
     views_of = {r["id"]: len(settings.view_origins(int(r["width"]), int(r["height"]))) for r in images}
     rotations = {}
     for plan in plans:
-        augmented = {r["class"] for r in plan if int(r["rotation"]) != 0}
+        # per class, the orientations any of its rows has, and all three rotations wherever one is there
+        of_class = {}
         for r in plan:
-            entry_rotations = rotations.setdefault(r["id"], {0})
-            if r["class"] in augmented:
-                entry_rotations.update(ROTATIONS)
+            rotation = int(r["rotation"])
+            of_class.setdefault(r["class"], {0}).update({rotation, *ROTATIONS} if rotation else ())
+        for r in plan:
+            rotations.setdefault(r["id"], {0}).update(of_class[r["class"]])
     shard_of, new = {}, []
     for key in ((i, rot) for i in sorted(rotations) for rot in sorted(rotations[i])):
         shard = extracted.shard_of.get(key)
