@@ -217,10 +217,12 @@ def test_rotation_averaging_is_the_mean_of_the_four_rotations_predictions(traine
     plain, _ = predict_images(model, good, weights, CPU)
     np.testing.assert_allclose(probabilities(plain), calibrate(four[:, 0]), atol=6e-5)
     assert np.abs(probabilities(plain) - probabilities(rows)).max() > 1e-3  # averaging does change them
-    out = tmp_path / "p.csv"
-    code, _, stderr = cntem("--model", model_dir, "--rotation-averaging", "--out", out, *good)
-    assert code == 0, stderr
-    assert read_csv(out) == [{k: str(r[k]) for k in prediction_columns(CLASSES)} for r in rows]
+    expected = [{k: str(r[k]) for k in prediction_columns(CLASSES)} for r in rows]
+    for n, flags in enumerate([["--rotation-averaging"], ["--averaging", "rot4"]]):  # the flag takes no image
+        out = tmp_path / f"p{n}.csv"
+        code, _, stderr = cntem("--model", model_dir, *flags, *good, "--out", out)
+        assert code == 0, stderr
+        assert read_csv(out) == expected
 
 
 @pytest.fixture(scope="module")

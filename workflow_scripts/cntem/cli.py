@@ -33,7 +33,7 @@ def _predict(args) -> int:
     model = Model.load(args.model)
     weights = load_weights(args.weights or model.weights_["name"], args.weights_cache)
     rows, unreadable = predict_images(model, list_images(args.images), weights, resolve_device(args.device),
-                                      args.batch_size, progress=True, averaging=args.rotation_averaging)
+                                      args.batch_size, progress=True, averaging=args.averaging)
     paths = output_paths(args.out)
     shares = write_predictions(rows, unreadable, model, paths, title=paths["predictions"].stem)
     require_a_classified_image(rows, unreadable, paths["unreadable"])
@@ -62,10 +62,12 @@ def main(argv=None) -> int:
     p.add_argument("--weights-cache", default=WEIGHTS_CACHE)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=ExtractionSettings.batch_size)
-    p.add_argument("--rotation-averaging", nargs="?", const="rot4", default="", choices=sorted(GROUPS),
-                   metavar="GROUP", help="average each image's class probabilities over the image in every orientation "
-                   "of GROUP: rot4 (the default GROUP) its 90/180/270-degree rotations, 4x the network time; d8 those "
-                   "and their mirror images, 8x")
+    p.add_argument("--averaging", choices=sorted(GROUPS), default="",
+                   help="average each image's class probabilities over the image in every orientation of a group: "
+                        "rot4 its 90/180/270-degree rotations (4x the network time), d8 those and their mirror "
+                        "images (8x)")
+    p.add_argument("--rotation-averaging", dest="averaging", action="store_const", const="rot4",
+                   help="the same as --averaging rot4")
     args = parser.parse_args(argv)
     log_to(None)
     from .predict import NothingClassifiedError  # imports torch: only now, so that --help stays instant

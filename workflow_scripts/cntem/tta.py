@@ -12,7 +12,7 @@ rotate counter-clockwise; MIRRORED + r (360, 450, 540, 630) mirrors left-right f
 balancing uses 90/180/270 only, so a store without mirrored entries keeps its meaning. The copies are the network
 inputs transformed (:func:`orient`, through hypercolumns.prepare_image). Used by cross-validation
 (evaluation.rotation_averaging and evaluation.averaging_group: each validation image's copies are predicted by its
-fold's classifier) and by prediction (predict.rotation_averaging, ``cntem predict --rotation-averaging [GROUP]``),
+fold's classifier) and by prediction (predict.rotation_averaging, ``cntem predict --averaging rot4|d8``),
 through the one function :func:`average_over_group`. Kept free of torch, like the learning jobs that call it.
 """
 from __future__ import annotations
