@@ -15,6 +15,7 @@ from cntem.method_space import MethodSpace
 from cntem.runs import (CLASSIFIERS, FUSED, LATE_ESTIMATOR_PATTERN, METHOD_PATTERN, REPRESENTATION_PATTERN,
                         Method, Run, Representation, kind_pattern, predictions_file)
 from cntem.selection import candidate_representations
+from cntem.tta import group_setting
 from cntem.schemes import resolve_scheme
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
@@ -149,6 +150,16 @@ def main_metrics(wildcards):
     return metrics_files(SPACE.main_panels(wildcards.scheme))
 
 
+def main_strategy_metrics(wildcards):
+    """metrics.json of the main panels at the main balance strategy (the confusion matrices' runs)."""
+    return metrics_files([r for r in SPACE.main_panels(wildcards.scheme) if r.balance == MAIN_STRATEGY])
+
+
+def averaging_at(balance: str) -> str:
+    """The averaging group a balance strategy's plans, fold files and fold jobs hold copies for; "" for none."""
+    return AVERAGING_GROUP if balance in TTA_BALANCES else ""
+
+
 def method_dir(scheme, balance, method, fold):
     """One split's fold job of a method: its classifier's (or late fusion's) folder below its representation's."""
     return f"{fold_dir(scheme, balance, method.representation, fold)}/{method.estimator}"
@@ -258,7 +269,7 @@ def selection_inputs(wildcards):
     dirs = [method_dir(scheme, MAIN_STRATEGY, m, fold) for m in SPACE.candidates(scheme)]
     files = [f for paths in selection_encoded(scheme, fold).values() for f in paths]
     return {"encoded": list(dict.fromkeys(files)),
-            "predictions": [f"{d}/predictions.tsv" for d in dirs], "fits": [f"{d}/fit.json" for d in dirs],
+            "predictions": [f"{d}/{predictions_file()}" for d in dirs], "fits": [f"{d}/fit.json" for d in dirs],
             "plan": f"results/{scheme}/{MAIN_STRATEGY}/plan.tsv",
             "folds": f"results/{scheme}/folds.tsv"}
 

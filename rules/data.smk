@@ -79,7 +79,7 @@ rule balance_plan:
         per_class=config["balance"]["per_class"],
         seed=config["balance"]["seed"],
         # the validation images' copies averaging needs too: the plans are what the manifest extracts
-        averaging_group=lambda wildcards: AVERAGING_GROUP if wildcards.balance in TTA_BALANCES else "",
+        averaging_group=lambda wildcards: averaging_at(wildcards.balance),
     log:
         "results/logs/{scheme}/{balance}/balance_plan.log",
     conda:

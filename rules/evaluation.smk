@@ -77,12 +77,10 @@ rule figure_accuracy_grid:
 
 rule figure_confusion_matrices:
     input:
-        metrics=main_metrics,
+        metrics=main_strategy_metrics,
     output:
         report("results/figures/{scheme}/confusion_matrices.png", category="3. Figures", subcategory="{scheme}",
                caption="../report/confusion_matrices.rst"),
-    params:
-        balance=MAIN_STRATEGY,
     log:
         "results/logs/figures/{scheme}/confusion_matrices.log",
     conda:

@@ -1,4 +1,4 @@
-"""Stage 2: VGG16 hypercolumns for every (image, rotation) any balancing plan uses, in HDF5 shards: one store per
+"""Stage 2: VGG16 hypercolumns for every (image, orientation: tta.orient) any balancing plan uses, in HDF5 shards: one store per
 input mode (hypercolumns.input_mode, and representations.input_modes)."""
 
 

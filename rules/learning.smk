@@ -43,7 +43,7 @@ rule encode_vlad:
         representation=kind_pattern("vlad"),
     params:
         power_norm=config["vlad"]["power_norm"],
-        rotated=lambda wildcards: wildcards.balance in TTA_BALANCES,
+        rotated=lambda wildcards: bool(averaging_at(wildcards.balance)),
     threads: LEARNING_THREADS
     resources:
         gpu=1,
@@ -67,7 +67,7 @@ rule gather_pooled_hypercolumns:
     wildcard_constraints:
         representation=kind_pattern("pooled"),
     params:
-        rotated=lambda wildcards: wildcards.balance in TTA_BALANCES,
+        rotated=lambda wildcards: bool(averaging_at(wildcards.balance)),
     benchmark:
         "results/benchmarks/gather_pooled_hypercolumns/{scheme}-{balance}-{representation}-fold{fold}.tsv"
     log:

@@ -52,7 +52,7 @@ rule predict:
         taps=config["hypercolumns"]["taps"],
         # the input mode the model must have been trained in: its method's, unless the selection chose it (auto)
         input_mode=None if SPACE.auto_model else SPACE.model_candidates()[0].representation.input_mode,
-        rotation_averaging=config["predict"]["rotation_averaging"],
+        averaging=group_setting(config["predict"]["rotation_averaging"]),
     resources:
         gpu=1,
     benchmark:

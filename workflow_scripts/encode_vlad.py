@@ -1,5 +1,5 @@
-"""Rule encode_vlad: VLAD vectors of one fold's training entries (with rotated copies) and validation images (with
-rotation averaging at K, also their rotated copies)."""
+"""Rule encode_vlad: VLAD vectors of one fold's training entries (with rotated copies) and validation images (at a
+test-time averaged balance strategy, also their rotated or mirrored copies)."""
 import time
 
 import torch

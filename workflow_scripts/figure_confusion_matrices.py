@@ -9,9 +9,7 @@ log = rule_log(snakemake.log[0])
 runs = []
 for path in snakemake.input.metrics:
     with open(path) as fh:
-        run = json.load(fh)
-    if run["balance"] == snakemake.params.balance:
-        runs.append(run)
+        runs.append(json.load(fh))
 confusion_matrices(runs, snakemake.output[0], snakemake.wildcards.scheme)
-log.info("confusion matrices of %s (%s): %s", snakemake.wildcards.scheme, snakemake.params.balance,
-         ", ".join(r["method"] for r in runs))
+log.info("confusion matrices of %s: %s", snakemake.wildcards.scheme, ", ".join(f"{r['balance']}/{r['method']}"
+                                                                            for r in runs))

@@ -1,5 +1,6 @@
-"""Rule gather_pooled_hypercolumns: one fold's training entries (with rotated copies) and validation images (with
-rotation averaging, also their rotated copies) as their pooled hypercolumns, read from the shards."""
+"""Rule gather_pooled_hypercolumns: one fold's training entries (with rotated copies) and validation images (at a
+test-time averaged balance strategy, also their rotated or mirrored copies) as their pooled hypercolumns, read from
+the shards."""
 from cntem import rule_log
 from cntem.encoded import write_encoded
 from cntem.folds import fold_entries

@@ -8,7 +8,6 @@ from cntem import rule_log
 from cntem.backbone import load_weights, resolve_device
 from cntem.model import Model
 from cntem.predict import list_images, predict_images, require_a_classified_image, write_predictions
-from cntem.tta import group_setting
 
 log = rule_log(snakemake.log[0])
 runtime = snakemake.config  # device, batch size, weights cache: how fast, not what is predicted
@@ -18,7 +17,7 @@ weights = load_weights(snakemake.params.weights, runtime["weights_cache"])
 model.check_compatible(weights, snakemake.params.taps, snakemake.params.input_mode)
 rows, unreadable = predict_images(model, list_images([snakemake.input.images]), weights,
                                   resolve_device(runtime["device"]), runtime["hypercolumns"]["batch_size"],
-                                  progress=True, averaging=group_setting(snakemake.params.rotation_averaging))
+                                  progress=True, averaging=snakemake.params.averaging)
 write_predictions(rows, unreadable, model, dict(output.items()), title=snakemake.params.title,
                   gallery_size=snakemake.params.gallery_size)
 # A failed job's outputs are deleted by Snakemake: with nothing classified, the reasons are in this log only.

@@ -1,6 +1,7 @@
 """Rule train_classifier: fit one classifier on a fold's training entries in one representation (VLAD or pooled
 hypercolumns, or several side by side, standardised per block: early fusion), predict its validation images; as rule
-train_classifier_tta, also their rotated copies, and write the rotation-averaged predictions."""
+train_classifier_tta, also their copies in the averaging group's other orientations, and write the averaged
+predictions."""
 from cntem import rule_log
 from cntem.config import make_classifier
 from cntem.evaluate import fit_and_predict_fold, group_averaged_rows, write_fold_outputs, write_fold_predictions

@@ -185,7 +185,7 @@ def run_leakage_records(run: str, plan: list[dict], folds: list[dict], fits: lis
     group_of = {r["id"]: r["group"] for r in folds}
     records = []
     for fold, fit in enumerate(fits):
-        # The rotated copies rotation averaging predicts (VAL_ROTATED) are validation entries of their image's split.
+        # The copies test-time averaging predicts (VAL_ROTATED) are validation entries of their image's split.
         val_ids = {r["id"] for r in plan if r["role"] in ("val", VAL_ROTATED) and int(r["fold"]) == fold}
         fitted = {"classifier": fit["train_ids"]}
         if "early_stopping_groups" in fit:  # XGBoost held out training groups to stop on

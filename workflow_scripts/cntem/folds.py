@@ -16,7 +16,7 @@ from .tta import copies
 log = logging.getLogger(__name__)
 
 PLAN_COLUMNS = ["id", "rotation", "class", "fold", "role"]
-ROTATIONS = (90, 180, 270)
+ROTATIONS = copies("rot4")  # rotation balancing's copies: 90, 180, 270 degrees
 # The plan role of a validation image's rotated (and with d8 mirrored) copies (evaluation.rotation_averaging): predicted
 # by the image's fold for test-time averaging only, never trained on, and like every validation entry in its image's
 # fold.

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import __version__
 from .classify import Classifier
-from .fusion import BlockStandardized, MeanCombiner, StackCombiner, out_of_fold_probabilities
+from .fusion import BlockStandardized, fit_combiner, out_of_fold_probabilities
 from .model import FORMAT, Model, write_bundle
 from .runs import Method
 from .uncertainty import Uncertainty
@@ -64,14 +64,10 @@ class FusedModel:
         else:
             for part, x in zip(self.parts, xs):
                 part.classifier.fit(x, labels, groups)
-            if self.method.combiner == "stack":
-                out_of_fold = [out_of_fold_probabilities(lambda i=i: make_member(i), x, labels, groups,
-                                                         stacking["inner_folds"], stacking["seed"])[0]
-                               for i, x in enumerate(xs)]
-                self.combiner = StackCombiner(self.classes, stacking["C"], seed=stacking["seed"]).fit(out_of_fold,
-                                                                                                      labels)
-            else:
-                self.combiner = MeanCombiner()
+            out_of_fold = [out_of_fold_probabilities(lambda i=i: make_member(i), x, labels, groups,
+                                                     stacking["inner_folds"], stacking["seed"])[0]
+                           for i, x in enumerate(xs)] if self.method.combiner == "stack" else None
+            self.combiner = fit_combiner(self.method.combiner, self.classes, out_of_fold, labels, stacking)
         self.trained_on_ = {"entries": len(entries), "images": len({image_id for image_id, _ in entries})}
         return self
 

@@ -147,6 +147,15 @@ class MeanCombiner:
         return mean_probabilities(member_proba)
 
 
+def fit_combiner(combiner: str, classes: list[str], out_of_fold: list[np.ndarray] | None, y, stack: dict):
+    """A late fusion's combiner, as cross-validation, the selection and the deployed model all make it: ``mean`` a
+    MeanCombiner (nothing to fit); ``stack`` a StackCombiner (`stack`: C, seed) fitted on the members' out-of-fold
+    probabilities `out_of_fold` of the training rows, whose classes are `y`."""
+    if combiner == "mean":
+        return MeanCombiner()
+    return StackCombiner(classes, stack["C"], seed=stack["seed"]).fit(out_of_fold, y)
+
+
 def member_probabilities(tables: list[list[dict]], classes: list[str]) -> tuple[list, list, list[np.ndarray]]:
     """The members' prediction tables of one fold (``predictions.tsv`` rows) -> (ids, true classes, each member's
     probabilities (N, classes)). Every member must have predicted the same images in the same order."""
@@ -159,7 +168,7 @@ def member_probabilities(tables: list[list[dict]], classes: list[str]) -> tuple[
 
 def combined_rows(combiner, tables: list[list[dict]], classes: list[str], fold) -> list[dict]:
     """The prediction rows of a late fusion's `combiner` from its members' prediction tables of one fold (plain, or
-    rotation-averaged: the combination of the members' averaged probabilities)."""
+    test-time averaged: the combination of the members' averaged probabilities)."""
     ids, y_true, proba = member_probabilities(tables, classes)
     return prediction_rows(ids, [fold] * len(ids), y_true, combiner.predict_proba(proba), classes)
 
@@ -185,7 +194,7 @@ def fit_late_fusion(combiner: str, classes: list[str], stacking: dict | None = N
     groups = [stacking["group_of"][i] for i in ids]
     out_of_fold = [out_of_fold_probabilities(make, t["X"], y, groups, stacking["inner_folds"], stacking["seed"])
                    for make, t in zip(stacking["make"], train)]
-    model = StackCombiner(classes, stacking["C"], seed=stacking["seed"]).fit([p for p, _ in out_of_fold], y)
+    model = fit_combiner(combiner, classes, [p for p, _ in out_of_fold], y, stacking)
     inner = [{"fit_ids": sorted({ids[i] for i in fit}), "predicted_ids": sorted({ids[i] for i in predicted})}
              for fit, predicted in out_of_fold[0][1]]
     fitted = {"stacking inner fits": sorted({i for fold in inner for i in fold["fit_ids"]}),
@@ -197,7 +206,7 @@ def fit_late_fusion(combiner: str, classes: list[str], stacking: dict | None = N
 def late_fused_fold(method, member_fits: list[dict], member_tables: list[list[dict]], fold,
                     stacking: dict | None = None) -> tuple[list[dict], dict, object]:
     """One fold of a late-fused `method` (cntem.runs.Method with a combiner) -> (prediction rows, fit info, the
-    fitted combiner, for :func:`combined_rows` of the members' rotation-averaged predictions).
+    fitted combiner, for :func:`combined_rows` of the members' test-time averaged predictions).
 
     `member_fits` are its members' ``fit.json`` of the fold and `member_tables` their predictions, in member order.
     The fit info records, for the leakage check, the training ids of every member's fit (and early stopping) and of

@@ -295,7 +295,7 @@ class Method:
     def parse(cls, name: str) -> "Method":
         match = _METHOD_RE.fullmatch(name)
         if not match:
-            raise ValueError(f"{name!r} is no method name (<input_mode>-<representation>/<classifier>[-rot4], "
+            raise ValueError(f"{name!r} is no method name (<input_mode>-<representation>/<classifier>[-rot4|-d8], "
                              "e.g. squash-k50/xgboost; fusions: docs/method.md, \"Method names\")")
         return cls(Representation.parse(match["representation"]), match["classifiers"], match["averaging"] or "",
                    match["combiner"] or "")

@@ -26,7 +26,7 @@ import numpy as np
 from .classify import inner_splitter, prediction_rows
 from .config import make_classifier
 from .evaluate import fold_metrics, spread
-from .fusion import StackCombiner, for_blocks, load_encoded_parts, mean_probabilities, out_of_fold_probabilities
+from .fusion import fit_combiner, for_blocks, load_encoded_parts, out_of_fold_probabilities
 from .runs import Method
 from .schemes import ordered_classes
 
@@ -108,12 +108,11 @@ class InnerSelection:
             accuracy, macro_f1 = [], []
             for i, (train, val) in enumerate(folds):
                 members = [proba[m.name][i] for m in method.members]
-                if method.combiner == "stack":
-                    combiner = StackCombiner(classes, self.stack["C"], seed=self.stack["seed"])
-                    combiner.fit([out_of_fold[m.name][i] for m in method.members], y[train])
-                    predicted = combiner.predict_proba(members)
-                elif method.combiner == "mean":
-                    predicted = mean_probabilities(members)
+                if method.combiner:
+                    stacked_members = [out_of_fold[m.name][i] for m in method.members] if method.combiner == "stack" \
+                        else None
+                    predicted = fit_combiner(method.combiner, classes, stacked_members, y[train],
+                                             self.stack).predict_proba(members)
                 else:
                     (predicted,) = members
                 metrics = fold_metrics(prediction_rows([ids[j] for j in val], [f"inner{i}"] * len(val), y[val],
