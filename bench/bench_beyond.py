@@ -34,7 +34,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import REPO, SHARED, device_description, run_snakemake  # noqa: E402
+from bench_pipeline import REPO, SHARED, benchmark_rows, device_description, run_snakemake  # noqa: E402
 
 from cntem.synthetic import render  # noqa: E402
 
@@ -59,13 +59,9 @@ def write_micrographs(data: Path, n: int, sources: int, width: int, height: int)
 
 def job_seconds(workdir: Path) -> dict[str, tuple[str, float]]:
     """Every benchmark file of the run: path -> (rule, job seconds)."""
-    root = workdir / "results" / "benchmarks"
     seconds = {}
-    for tsv in root.rglob("*.tsv"):
-        parts = tsv.relative_to(root).parts  # <rule>/[<input mode>/]<job>.tsv, or <rule>.tsv
-        with open(tsv) as fh:
-            seconds[str(tsv)] = (parts[0] if len(parts) > 1 else tsv.stem,
-                                 sum(float(row["s"]) for row in csv.DictReader(fh, delimiter="\t")))
+    for rule, tsv, row in benchmark_rows(workdir):
+        seconds[str(tsv)] = (rule, seconds.get(str(tsv), (rule, 0.0))[1] + float(row["s"]))
     return seconds
 
 

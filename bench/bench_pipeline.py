@@ -126,23 +126,28 @@ def run_snakemake(workdir: Path, config: dict, targets: list[str], cores) -> flo
 
 
 # ----------------------------------------------------------------------------- figures of a run
-def stage_figures(workdir: Path) -> dict:
-    """rule -> jobs, summed job seconds, summed CPU seconds, largest peak RSS (MB) of any job."""
-    stages = defaultdict(lambda: {"jobs": 0, "job_seconds": 0.0, "cpu_seconds": 0.0, "peak_rss_mb": 0.0})
+def benchmark_rows(workdir: Path):
+    """(rule, benchmark file, row) of every job's Snakemake benchmark file under results/benchmarks/."""
     root = workdir / "results" / "benchmarks"
     for tsv in sorted(root.rglob("*.tsv")):
         # results/benchmarks/<rule>/[<input mode>/]<job>.tsv, or results/benchmarks/<rule>.tsv
         parts = tsv.relative_to(root).parts
-        rule = parts[0] if len(parts) > 1 else tsv.stem
         with open(tsv) as fh:
             for row in csv.DictReader(fh, delimiter="\t"):
-                stage = stages[rule]
-                stage["jobs"] += 1
-                stage["job_seconds"] += float(row["s"])
-                if row.get("cpu_time") not in (None, "-", "NA", ""):
-                    stage["cpu_seconds"] += float(row["cpu_time"])
-                if row["max_rss"] not in ("-", "NA", ""):
-                    stage["peak_rss_mb"] = max(stage["peak_rss_mb"], float(row["max_rss"]))
+                yield (parts[0] if len(parts) > 1 else tsv.stem), tsv, row
+
+
+def stage_figures(workdir: Path) -> dict:
+    """rule -> jobs, summed job seconds, summed CPU seconds, largest peak RSS (MB) of any job."""
+    stages = defaultdict(lambda: {"jobs": 0, "job_seconds": 0.0, "cpu_seconds": 0.0, "peak_rss_mb": 0.0})
+    for rule, _, row in benchmark_rows(workdir):
+        stage = stages[rule]
+        stage["jobs"] += 1
+        stage["job_seconds"] += float(row["s"])
+        if row.get("cpu_time") not in (None, "-", "NA", ""):
+            stage["cpu_seconds"] += float(row["cpu_time"])
+        if row["max_rss"] not in ("-", "NA", ""):
+            stage["peak_rss_mb"] = max(stage["peak_rss_mb"], float(row["max_rss"]))
     return {name: {k: round(v, 2) for k, v in s.items()} for name, s in stages.items()}
 
 

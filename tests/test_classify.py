@@ -6,8 +6,8 @@ import pytest
 
 from cntem import classify
 from cntem.classify import Classifier, prediction_rows, settings_for, timed_predict_proba
-from cntem.evaluate import (LeakageError, check_leakage, fit_and_predict_fold, fold_metrics, run_leakage_records,
-                            summarize)
+from cntem.evaluate import (LeakageError, check_leakage, fit_and_predict_fold, fit_ids_by_split, fold_metrics,
+                            run_leakage_records, summarize)
 
 CLASSES = ["Cl", "Fi", "Ma"]
 
@@ -286,3 +286,9 @@ def test_run_leakage_records_read_each_fold_s_validation_and_fitted_sets():
         check_leakage(run_leakage_records("run", plan, folds, fits, [["b"], ["b"]]))
     # a baseline (no dictionary) has no dictionary record
     assert "dictionary/PCA" not in run_leakage_records("run", plan, folds, fits, [])[0]["fitted"]
+
+
+def test_an_early_fusions_dictionaries_are_gathered_split_by_split():
+    """Split-major dictionary files (two VLAD parts x two splits) -> each split's ids; none without a dictionary."""
+    assert fit_ids_by_split([["a"], ["b"], ["c"], ["d", "e"]], 2) == [["a", "b"], ["c", "d", "e"]]
+    assert fit_ids_by_split([["a"], ["c"]], 2) == [["a"], ["c"]] and fit_ids_by_split([], 2) == []

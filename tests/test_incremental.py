@@ -77,6 +77,8 @@ def test_removed_replaced_and_no_longer_rotated_images(tmp_path):
     fewer = shard_manifest(images[1:], [plan(images[1:], {"Fi"})], 2, SMALL, store)
     assert fewer == [r for r in rows if r["id"] != images[0]["id"]]
     assert store.unused(fewer) == {rows[0]["shard"]: 1}
+    sized = StoreContents(store.shard_of, store.mtime_ns, store.held, dict.fromkeys(store.held, 1000))
+    assert sized.unused_bytes(sized.unused(fewer)) == 1000 / store.held[rows[0]["shard"]]  # its share of its shard
     # Balanced classes: Fi is no longer rotated; its rotated copies are kept, and used again when it is.
     balanced = shard_manifest(images, [plan(images)], 2, SMALL, store)
     assert sum(store.unused(balanced).values()) == 18 and {r["shard"] for r in balanced} == {0, 1}

@@ -147,9 +147,11 @@ def test_layout_labels_ignores_every_file_the_csv_does_not_name(tmp_path):
 
 def test_on_bad_image_skip_logs_instead_of_failing(folder_dataset):
     (folder_dataset / "Ma" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (folder_dataset / "Ma" / "header_only.tif").write_bytes(b"II*\x00garbage")  # a TIFF header, no page
     rows, skipped, _ = ingest(folder_dataset, "folders", on_bad_image="skip")
     assert len(rows) == 18
-    assert len(skipped) == 1 and "broken.png" in skipped[0]
+    assert len(skipped) == 2 and "broken.png" in skipped[0]
+    assert "header_only.tif: unreadable or truncated (TiffFileError: a TIFF header without any image)" in skipped[1]
 
 
 def test_byte_identical_images(folder_dataset):

@@ -3,7 +3,7 @@ import json
 
 from cntem import rule_log
 from cntem.dictionary import VisualDictionary
-from cntem.evaluate import check_leakage, run_leakage_records, summarize
+from cntem.evaluate import check_leakage, fit_ids_by_split, run_leakage_records, summarize
 from cntem.io import read_table
 
 log = rule_log(snakemake.log[0])
@@ -13,11 +13,8 @@ fits = []
 for path in snakemake.input.fits:
     with open(path) as fh:
         fits.append(json.load(fh))
-# split by split, the ids every dictionary of the run's representation(s) was fitted on
-per_split = len(snakemake.input.dictionaries) // len(fits)
-dictionaries = [VisualDictionary.load(p).fit_ids_ for p in snakemake.input.dictionaries]
-dictionary_fit_ids = [sum(dictionaries[s * per_split:(s + 1) * per_split], []) for s in range(len(fits))] \
-    if per_split else []
+dictionary_fit_ids = fit_ids_by_split([VisualDictionary.load(p).fit_ids_ for p in snakemake.input.dictionaries],
+                                      len(fits))
 records = run_leakage_records("/".join(run.values()), read_table(snakemake.input.plan), read_table(snakemake.input.folds),
                               fits, dictionary_fit_ids)
 with open(snakemake.output.leakage, "w") as fh:

@@ -1,11 +1,11 @@
-"""Rule hypercolumn_manifest: which (image, rotation) entries to extract, and their shards (append-only: the
+"""Rule hypercolumn_manifest: which (image, orientation) entries to extract, and their shards (append-only: the
 shards already extracted keep their entries)."""
 from pathlib import Path
 
 from cntem import rule_log
 from cntem.config import make_extraction
 from cntem.io import read_table, write_table
-from cntem.shards import MANIFEST_COLUMNS, StoreContents, check_disk, shard_bytes, shard_manifest
+from cntem.shards import MANIFEST_COLUMNS, StoreContents, check_disk, format_bytes, shard_bytes, shard_manifest
 
 log = rule_log(snakemake.log[0])
 settings = make_extraction(snakemake.params.extraction)
@@ -24,8 +24,7 @@ log.info("%d entries (%d views of %d px, input mode %s) from %d images in %d sha
 unused = extracted.unused(rows)
 if unused:
     paths = [str(out_dir / f"shard-{s:03d}.h5") for s in sorted(unused)]
-    wasted = sum(extracted.bytes[s] * n / extracted.held[s] for s, n in unused.items())
     log.info("%d extracted entries are not used (removed images, rotations no plan needs now, replaced images' "
-             "old content): about %.2f GB in %d shards. They cost no time; to reclaim the space, delete those "
+             "old content): about %s in %d shards. They cost no time; to reclaim the space, delete those "
              "shards and rerun, which extracts their used entries again: rm %s", sum(unused.values()),
-             wasted / 1e9, len(paths), " ".join(paths))
+             format_bytes(extracted.unused_bytes(unused)), len(paths), " ".join(paths))

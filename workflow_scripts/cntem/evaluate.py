@@ -174,6 +174,13 @@ def comparison_rows(tidy: list[dict]) -> list[dict]:
     return rows
 
 
+def fit_ids_by_split(fit_ids: list[list[str]], n_splits: int) -> list[list[str]]:
+    """The ids a run's dictionaries were fitted on, split by split: `fit_ids` is one list per dictionary, split-major
+    (every dictionary of split 0, then of split 1, ...: common.smk's evaluation_inputs); [] for a run without one."""
+    per_split = len(fit_ids) // n_splits
+    return [sum(fit_ids[s * per_split:(s + 1) * per_split], []) for s in range(n_splits)] if per_split else []
+
+
 def run_leakage_records(run: str, plan: list[dict], folds: list[dict], fits: list[dict],
                         dictionary_fit_ids: list[list[str]]) -> list[dict]:
     """The leakage records of one cross-validated run, fold by fold, for check_leakage.

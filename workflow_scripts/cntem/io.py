@@ -147,6 +147,8 @@ def _read_tiff_page0(path: Path) -> np.ndarray:
     other extra pages make a stack, and the warning says only its first page is used.
     """
     with tifffile.TiffFile(path) as tif:
+        if not len(tif.pages):  # a TIFF header and nothing after it: a cut-off copy or save
+            raise tifffile.TiffFileError("a TIFF header without any image")
         full_pages = sum(1 for page in tif.pages if not page.is_reduced)
         if full_pages > 1:
             log.warning("%s: multi-page TIFF (%d pages); only its first page is read. To use another "

@@ -79,6 +79,10 @@ class StoreContents:
         used = Counter(int(r["shard"]) for r in rows)
         return {s: n - used[s] for s, n in self.held.items() if n > used[s]}
 
+    def unused_bytes(self, unused: dict[int, int]) -> float:
+        """About how much disk the `unused` entries (per shard, :meth:`unused`) hold: their share of each shard."""
+        return sum(self.bytes[s] * n / self.held[s] for s, n in unused.items())
+
 
 def shard_manifest(images: list[dict], plans: list[list[dict]], shards: int | str, settings,
                    extracted: StoreContents | None = None) -> list[dict]:
