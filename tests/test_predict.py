@@ -293,6 +293,7 @@ PREDICT_RULE_ALONE = f"""
 from snakemake.utils import validate
 
 from cntem.method_space import MethodSpace
+from cntem.tta import group_setting
 
 validate(config, "{REPO}/config/schema.yaml", set_default=True)
 SPACE = MethodSpace(config)
